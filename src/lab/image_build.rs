@@ -1,0 +1,1 @@
+//! `vmlab image build`: an offline guest image (placeholder, being written).

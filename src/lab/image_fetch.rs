@@ -1,0 +1,1 @@
+//! `vmlab image fetch`: official cloud images, verified and cached (placeholder, being written).

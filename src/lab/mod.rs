@@ -1,0 +1,5 @@
+//! The lab: base images, per-VM overlays and seeds, domain XML, lab state.
+
+pub mod image;
+pub mod image_build;
+pub mod image_fetch;
