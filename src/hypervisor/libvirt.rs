@@ -1,0 +1,215 @@
+//! [`Hypervisor`] on libvirt through the `virt` crate.
+
+use anyhow::{Context, Result, anyhow};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::sys;
+
+use super::{DomainInfo, DomainResources, Hypervisor, NodeInfo, Owner, PowerState, owner};
+
+pub struct Libvirt {
+    conn: Connect,
+    uri: String,
+}
+
+impl Libvirt {
+    /// Connects to `uri`; the error says how to start libvirtd.
+    pub fn connect(uri: &str) -> Result<Self> {
+        // libvirt prints every error to stderr otherwise; ours carry the message.
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some(uri)).map_err(|e| {
+            anyhow!(
+                "cannot connect to libvirt at `{uri}`: {}; start the daemons with `sudo virtlogd -d && sudo libvirtd -d` (or run scripts/setup), or pick another URI with --connect",
+                e.message()
+            )
+        })?;
+        Ok(Self {
+            conn,
+            uri: uri.to_string(),
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn lookup(&self, name: &str) -> Result<Option<Domain>> {
+        match self.conn.lookup_domain_by_name(name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_DOMAIN => Ok(None),
+            Err(e) => Err(anyhow!("looking up domain `{name}`: {}", e.message())),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Domain> {
+        self.lookup(name)?.ok_or_else(|| {
+            anyhow!("domain `{name}` does not exist; `vmlab status` lists the lab's VMs")
+        })
+    }
+
+    fn info_of(dom: &Domain) -> Result<DomainInfo> {
+        let name = dom
+            .name()
+            .map_err(|e| anyhow!("reading a domain's name: {}", e.message()))?;
+        let (state, _) = dom
+            .state()
+            .map_err(|e| anyhow!("reading the state of `{name}`: {}", e.message()))?;
+        let owner = dom
+            .metadata(
+                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(owner::NAMESPACE),
+                0,
+            )
+            .ok()
+            .and_then(|xml| Owner::parse(&xml));
+        Ok(DomainInfo {
+            uuid: dom
+                .uuid_string()
+                .map_err(|e| anyhow!("reading the UUID of `{name}`: {}", e.message()))?,
+            state: power_state(state.to_raw()),
+            owner,
+            name,
+        })
+    }
+}
+
+fn power_state(state: sys::virDomainState) -> PowerState {
+    match state {
+        sys::VIR_DOMAIN_RUNNING | sys::VIR_DOMAIN_BLOCKED => PowerState::Running,
+        sys::VIR_DOMAIN_PAUSED | sys::VIR_DOMAIN_PMSUSPENDED => PowerState::Paused,
+        sys::VIR_DOMAIN_SHUTOFF | sys::VIR_DOMAIN_SHUTDOWN => PowerState::Shutoff,
+        sys::VIR_DOMAIN_CRASHED => PowerState::Crashed,
+        _ => PowerState::Other,
+    }
+}
+
+/// `<vcpupin vcpu='0' cpuset='1'/>` elements of a domain's live XML.
+pub fn parse_pins(xml: &str) -> Result<Vec<(u32, String)>> {
+    let doc = roxmltree::Document::parse(xml).context("libvirt returned unparsable domain XML")?;
+    Ok(doc
+        .descendants()
+        .filter(|n| n.has_tag_name("vcpupin"))
+        .filter_map(|n| {
+            Some((
+                n.attribute("vcpu")?.parse().ok()?,
+                n.attribute("cpuset")?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+impl Hypervisor for Libvirt {
+    fn node(&self) -> Result<NodeInfo> {
+        let info = self
+            .conn
+            .node_info()
+            .map_err(|e| anyhow!("reading host info: {}", e.message()))?;
+        let free_bytes = self
+            .conn
+            .free_memory()
+            .map_err(|e| anyhow!("reading host free memory: {}", e.message()))?;
+        Ok(NodeInfo {
+            cpus: info.cpus,
+            memory_kib: info.memory,
+            free_kib: free_bytes / 1024,
+        })
+    }
+
+    fn domains(&self) -> Result<Vec<DomainInfo>> {
+        let doms = self
+            .conn
+            .list_all_domains(0)
+            .map_err(|e| anyhow!("listing domains: {}", e.message()))?;
+        let mut infos = doms.iter().map(Self::info_of).collect::<Result<Vec<_>>>()?;
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(infos)
+    }
+
+    fn domain(&self, name: &str) -> Result<Option<DomainInfo>> {
+        self.lookup(name)?.as_ref().map(Self::info_of).transpose()
+    }
+
+    fn resources(&self, name: &str) -> Result<DomainResources> {
+        let dom = self.get(name)?;
+        let err = |what: &str, e: virt::error::Error| {
+            anyhow!("reading {what} of `{name}`: {}", e.message())
+        };
+        let info = dom.info().map_err(|e| err("info", e))?;
+        let active = dom.is_active().map_err(|e| err("state", e))?;
+        let live = if active {
+            sys::VIR_DOMAIN_AFFECT_LIVE
+        } else {
+            sys::VIR_DOMAIN_AFFECT_CONFIG
+        };
+        let vcpus_current = dom.vcpus_flags(live).map_err(|e| err("vCPUs", e))?;
+        let vcpus_max = dom
+            .vcpus_flags(live | sys::VIR_DOMAIN_VCPU_MAXIMUM)
+            .map_err(|e| err("max vCPUs", e))?;
+        let xml = dom.xml_desc(0).map_err(|e| err("XML", e))?;
+        let mut unused = None;
+        let mut actual = info.memory;
+        if active && let Ok(stats) = dom.memory_stats(0) {
+            for s in stats {
+                match s.tag as u32 {
+                    sys::VIR_DOMAIN_MEMORY_STAT_UNUSED => unused = Some(s.val),
+                    sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON => actual = s.val,
+                    _ => {}
+                }
+            }
+        }
+        Ok(DomainResources {
+            vcpus_current,
+            vcpus_max,
+            pins: parse_pins(&xml)?,
+            memory_actual_kib: actual,
+            memory_max_kib: info.max_mem,
+            memory_unused_kib: unused,
+        })
+    }
+
+    fn define(&self, xml: &str) -> Result<String> {
+        let dom = self
+            .conn
+            .define_domain_xml(xml)
+            .map_err(|e| anyhow!("defining domain: {}", e.message()))?;
+        dom.uuid_string()
+            .map_err(|e| anyhow!("reading the new domain's UUID: {}", e.message()))
+    }
+
+    fn start(&self, name: &str) -> Result<()> {
+        self.get(name)?
+            .create()
+            .map_err(|e| anyhow!("starting `{name}`: {}", e.message()))?;
+        Ok(())
+    }
+
+    fn destroy(&self, name: &str) -> Result<()> {
+        let dom = self.get(name)?;
+        if dom.is_active().unwrap_or(false) {
+            dom.destroy()
+                .map_err(|e| anyhow!("stopping `{name}`: {}", e.message()))?;
+        }
+        Ok(())
+    }
+
+    fn undefine(&self, name: &str) -> Result<()> {
+        self.get(name)?
+            .undefine()
+            .map_err(|e| anyhow!("undefining `{name}`: {}", e.message()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_come_from_cputune() {
+        let xml = "<domain><cputune><vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='1' cpuset='0-1'/></cputune></domain>";
+        assert_eq!(
+            parse_pins(xml).unwrap(),
+            vec![(0, "1".into()), (1, "0-1".into())]
+        );
+        assert!(parse_pins("<domain/>").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,86 @@
+//! What vmlab needs from a hypervisor, and nothing more.
+//!
+//! One implementation, [`libvirt::Libvirt`], on the `virt` crate; tests use it
+//! with libvirt's own `test:///` driver rather than a hand-written fake.
+
+pub mod libvirt;
+pub mod owner;
+
+use anyhow::Result;
+
+pub use owner::Owner;
+
+/// Host resources as libvirt sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub cpus: u32,
+    pub memory_kib: u64,
+    pub free_kib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    Running,
+    Paused,
+    Shutoff,
+    Crashed,
+    Other,
+}
+
+impl PowerState {
+    pub fn is_active(self) -> bool {
+        matches!(self, PowerState::Running | PowerState::Paused)
+    }
+}
+
+impl std::fmt::Display for PowerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            PowerState::Running => "running",
+            PowerState::Paused => "paused",
+            PowerState::Shutoff => "shut off",
+            PowerState::Crashed => "crashed",
+            PowerState::Other => "other",
+        };
+        f.write_str(s)
+    }
+}
+
+/// One domain, ours or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub name: String,
+    pub uuid: String,
+    pub state: PowerState,
+    /// vmlab's mark, `None` for domains vmlab did not create.
+    pub owner: Option<Owner>,
+}
+
+/// Live resources of one domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainResources {
+    pub vcpus_current: u32,
+    pub vcpus_max: u32,
+    /// `vcpu → cpuset` as libvirt reports pins (`<vcpupin>`); empty when unpinned.
+    pub pins: Vec<(u32, String)>,
+    pub memory_actual_kib: u64,
+    pub memory_max_kib: u64,
+    /// From the balloon driver's stats; `None` until the guest reports them.
+    pub memory_unused_kib: Option<u64>,
+}
+
+/// The hypervisor operations vmlab uses. Contracts:
+/// - `domain` returns `Ok(None)` when no domain has that name;
+/// - `destroy` on a domain that is not running succeeds and does nothing;
+/// - `define` returns the domain's UUID.
+pub trait Hypervisor: Send + Sync {
+    fn node(&self) -> Result<NodeInfo>;
+    fn domains(&self) -> Result<Vec<DomainInfo>>;
+    fn domain(&self, name: &str) -> Result<Option<DomainInfo>>;
+    fn resources(&self, name: &str) -> Result<DomainResources>;
+    fn define(&self, xml: &str) -> Result<String>;
+    fn start(&self, name: &str) -> Result<()>;
+    fn destroy(&self, name: &str) -> Result<()>;
+    fn undefine(&self, name: &str) -> Result<()>;
+}
