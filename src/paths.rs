@@ -6,6 +6,7 @@
 //! images/<name>/image.json        manifest of an installed base image
 //! images/<name>/disk.qcow2        its root disk (+ vmlinuz, initrd.img for direct boot)
 //! cache/sha256/<hex>              content-addressed downloads
+//! cache/index.json                download URL -> digests of its cached content
 //! labs/<lab>/state.json           lab state (VMs, ports, UUIDs)
 //! labs/<lab>/lock                 lab lock (flock)
 //! labs/<lab>/id_ed25519[.pub]     the lab's SSH key
@@ -55,6 +56,11 @@ impl Home {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache").join("sha256")
+    }
+
+    /// Maps a download URL to the digests of its content in `cache_dir()`.
+    pub fn cache_index(&self) -> PathBuf {
+        self.root.join("cache").join("index.json")
     }
 
     pub fn lab(&self, lab: &str) -> LabPaths {

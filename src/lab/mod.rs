@@ -1,5 +1,6 @@
 //! The lab: base images, per-VM overlays and seeds, domain XML, lab state.
 
+pub mod cache;
 pub mod domain_xml;
 pub mod image;
 pub mod image_build;
