@@ -24,8 +24,12 @@ pub struct Home {
 }
 
 impl Home {
+    /// Made absolute: the path is recorded in domain metadata and XML.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        Self {
+            root: std::path::absolute(&root).unwrap_or(root),
+        }
     }
 
     /// `$VMLAB_HOME`, else `$XDG_DATA_HOME/vmlab`, else `~/.local/share/vmlab`.

@@ -150,7 +150,7 @@ impl Hypervisor for Libvirt {
         let mut actual = info.memory;
         if active && let Ok(stats) = dom.memory_stats(0) {
             for s in stats {
-                match s.tag as u32 {
+                match s.tag {
                     sys::VIR_DOMAIN_MEMORY_STAT_UNUSED => unused = Some(s.val),
                     sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON => actual = s.val,
                     _ => {}

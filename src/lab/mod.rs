@@ -1,7 +1,9 @@
-//! The lab: base images, per-VM overlays and seeds, domain XML, lab state.
+//! The lab: base images, per-VM overlays and seeds, domain XML, lab state,
+//! and the verbs that act on them (`up`, `down`, `status`).
 
 pub mod cache;
 pub mod domain_xml;
+pub mod down;
 pub mod image;
 pub mod image_build;
 pub mod image_fetch;
@@ -9,3 +11,56 @@ pub mod keys;
 pub mod overlay;
 pub mod seed;
 pub mod state;
+pub mod status;
+pub mod up;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::guest::ssh::SshTarget;
+use crate::hypervisor::{Hypervisor, Owner};
+use crate::paths::{Home, LabPaths};
+use state::VmRecord;
+
+/// One lab of one vmlab home, on one hypervisor connection.
+pub struct Lab<'a> {
+    pub hv: &'a dyn Hypervisor,
+    pub home: &'a Home,
+    pub name: String,
+    pub paths: LabPaths,
+}
+
+impl<'a> Lab<'a> {
+    pub fn new(hv: &'a dyn Hypervisor, home: &'a Home, name: &str) -> Self {
+        Self {
+            hv,
+            home,
+            name: name.to_string(),
+            paths: home.lab(name),
+        }
+    }
+
+    /// The mark this lab puts on its domains.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            lab: self.name.clone(),
+            home: self.home.root().display().to_string(),
+        }
+    }
+
+    pub fn ssh_target(&self, vm: &VmRecord) -> SshTarget {
+        SshTarget {
+            vm: vm.name.clone(),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, vm.ssh_port)),
+            user: "root".into(),
+            key: self.paths.ssh_key(),
+            known_hosts: self.paths.vm(&vm.name).host_key(),
+        }
+    }
+
+    /// The last `n` lines of a VM's serial console.
+    pub fn console_tail(&self, vm: &str, n: usize) -> String {
+        let text = std::fs::read_to_string(self.paths.vm(vm).console()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}

@@ -1,0 +1,70 @@
+//! KVM or TCG. `/dev/kvm` alone proves nothing (a paravirtual module can
+//! provide it on a CPU without vmx/svm, and guests then hang), so KVM is
+//! "usable" only with the device *and* the CPU flag.
+
+use anyhow::{Result, bail};
+
+use crate::config::Accel;
+
+/// Why KVM cannot be used here, or `None` when it can.
+pub fn kvm_unusable_reason() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    kvm_unusable_reason_from(std::path::Path::new("/dev/kvm"), &cpuinfo)
+}
+
+fn kvm_unusable_reason_from(dev: &std::path::Path, cpuinfo: &str) -> Option<String> {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .is_err()
+    {
+        return Some(format!("{} is missing or not accessible", dev.display()));
+    }
+    let has_flag = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    (!has_flag).then(|| "the CPU has no vmx/svm flag (nested virtualization is off)".to_string())
+}
+
+/// libvirt's domain type for the requested acceleration.
+pub fn domain_type(accel: Accel) -> Result<&'static str> {
+    match (accel, kvm_unusable_reason()) {
+        (Accel::Tcg, _) | (Accel::Auto, Some(_)) => Ok("qemu"),
+        (Accel::Kvm | Accel::Auto, None) => Ok("kvm"),
+        (Accel::Kvm, Some(why)) => {
+            bail!("KVM is not usable here: {why}; use --accel tcg (slower, always works)")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_needs_device_and_cpu_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("kvm");
+        assert!(
+            kvm_unusable_reason_from(&dev, "flags : fpu vmx")
+                .unwrap()
+                .contains("missing")
+        );
+        std::fs::write(&dev, "").unwrap();
+        assert!(
+            kvm_unusable_reason_from(&dev, "flags : fpu sse2")
+                .unwrap()
+                .contains("no vmx/svm")
+        );
+        assert_eq!(kvm_unusable_reason_from(&dev, "flags : fpu svm sse2"), None);
+    }
+
+    #[test]
+    fn tcg_is_always_possible() {
+        assert_eq!(domain_type(Accel::Tcg).unwrap(), "qemu");
+        let auto = domain_type(Accel::Auto).unwrap();
+        assert_eq!(auto == "kvm", kvm_unusable_reason().is_none());
+    }
+}

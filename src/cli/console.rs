@@ -1,0 +1,31 @@
+use anyhow::{Context, Result};
+
+use super::Global;
+use crate::config::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    vm: String,
+    /// Only the last N lines
+    #[arg(long)]
+    lines: Option<usize>,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<i32> {
+    let spec = global.spec(Settings::default())?;
+    crate::config::check_name("VM", &args.vm)?;
+    let path = global.home()?.lab(&spec.lab).vm(&args.vm).console();
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no console log for `{}` at {}; `vmlab status` lists the lab's VMs",
+            args.vm,
+            path.display()
+        )
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = args.lines.map_or(0, |n| lines.len().saturating_sub(n));
+    for line in &lines[skip..] {
+        println!("{line}");
+    }
+    Ok(0)
+}

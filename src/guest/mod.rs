@@ -1,0 +1,3 @@
+//! Talking to guests over SSH.
+
+pub mod ssh;
