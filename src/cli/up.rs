@@ -164,7 +164,7 @@ impl Bars {
             bar
         });
         bar.set_message(stage.to_string());
-        if stage == "ready" || stage == "failed" {
+        if matches!(stage, "ready" | "started" | "failed") {
             bar.finish();
         }
     }

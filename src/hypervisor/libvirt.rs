@@ -104,14 +104,26 @@ impl Hypervisor for Libvirt {
             .conn
             .node_info()
             .map_err(|e| anyhow!("reading host info: {}", e.message()))?;
-        let free_bytes = self
-            .conn
-            .free_memory()
-            .map_err(|e| anyhow!("reading host free memory: {}", e.message()))?;
+        let free_kib = match self.conn.free_memory() {
+            Ok(bytes) => bytes / 1024,
+            // Some drivers (test:///) cannot tell: estimate as total minus what running domains hold.
+            Err(_) => {
+                let running = self
+                    .conn
+                    .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                    .map_err(|e| anyhow!("listing domains: {}", e.message()))?;
+                let held: u64 = running
+                    .iter()
+                    .filter_map(|d| d.info().ok())
+                    .map(|i| i.memory)
+                    .sum();
+                info.memory.saturating_sub(held)
+            }
+        };
         Ok(NodeInfo {
             cpus: info.cpus,
             memory_kib: info.memory,
-            free_kib: free_bytes / 1024,
+            free_kib,
         })
     }
 

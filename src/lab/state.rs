@@ -60,15 +60,23 @@ impl LabState {
         self.vms.iter().find(|v| v.name == name)
     }
 
-    /// Inserts or replaces by name.
+    /// Inserts or replaces by name; keeps `vm-2` before `vm-10`.
     pub fn put(&mut self, record: VmRecord) {
         self.remove(&record.name);
         self.vms.push(record);
+        self.vms.sort_by_key(|v| natural_key(&v.name));
     }
 
     pub fn remove(&mut self, name: &str) {
         self.vms.retain(|v| v.name != name);
     }
+}
+
+/// `vm-10` → (`vm-`, 10): trailing numbers compare as numbers.
+fn natural_key(name: &str) -> (String, u64) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, num) = name.split_at(name.len() - digits);
+    (stem.to_string(), num.parse().unwrap_or(0))
 }
 
 /// Exclusive lock on a lab: mutating commands never interleave. Released on drop.
@@ -139,15 +147,17 @@ mod tests {
         create_private_dir(&paths.dir).unwrap();
         assert_eq!(LabState::load(&paths).unwrap(), LabState::default());
         let mut state = LabState::default();
-        state.put(record("vm-1"));
+        state.put(record("vm-10"));
         state.put(record("vm-2"));
+        state.put(record("vm-1"));
         let mut again = record("vm-1");
         again.uuid = Some("u".into());
         state.put(again);
         state.save(&paths).unwrap();
         let loaded = LabState::load(&paths).unwrap();
         assert_eq!(loaded, state);
-        assert_eq!(loaded.vms.len(), 2);
+        let names: Vec<&str> = loaded.vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["vm-1", "vm-2", "vm-10"]);
         assert_eq!(loaded.get("vm-1").unwrap().uuid.as_deref(), Some("u"));
     }
 

@@ -138,7 +138,16 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcom
                 scope.spawn(move || {
                     let started = Instant::now();
                     let result = ctx.run(name, *step, progress);
-                    progress(name, if result.is_ok() { "ready" } else { "failed" });
+                    progress(
+                        name,
+                        if result.is_err() {
+                            "failed"
+                        } else if ctx.wait_ssh {
+                            "ready"
+                        } else {
+                            "started"
+                        },
+                    );
                     let ssh_port = ctx.state.lock().unwrap().get(name).map(|r| r.ssh_port);
                     VmOutcome {
                         name: name.clone(),
