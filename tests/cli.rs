@@ -1,0 +1,179 @@
+//! The real binary: argument errors and refusals, each one line on stderr,
+//! exit code 1 or 2, nothing created.
+
+use assert_cmd::Command;
+
+fn vmlab(home: &std::path::Path) -> Command {
+    let mut cmd = Command::cargo_bin("vmlab").unwrap();
+    cmd.env("VMLAB_HOME", home)
+        .env_remove("VMLAB_CONNECT")
+        .env_remove("VMLAB_LAB")
+        .current_dir(home.parent().unwrap());
+    cmd
+}
+
+fn stderr_of(cmd: &mut Command, code: i32) -> String {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn count_must_be_a_positive_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let err = stderr_of(vmlab(&home).args(["up", "0"]), 2);
+    assert!(
+        err.starts_with(
+            "error: invalid value '0' for '<COUNT>': the VM count must be at least 1\n"
+        ),
+        "{err}"
+    );
+    let err = stderr_of(vmlab(&home).args(["up", "three"]), 2);
+    assert!(err.starts_with("error: invalid value 'three' for '<COUNT>': `three` is not a number of VMs; e.g. `vmlab up 3`\n"), "{err}");
+    assert!(!home.exists(), "argument errors created {}", home.display());
+}
+
+#[test]
+fn bad_sizes_and_names_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["up", "1", "--memory", "1G", "--max-memory", "512M"],
+            "error: --max-memory (512 MiB) is below --memory (1024 MiB); raise --max-memory\n",
+        ),
+        (
+            &["up", "1", "--memory", "lots"],
+            "error: --memory: `lots` is not a size; write it like 512M, 2G or 1536MiB\n",
+        ),
+        (
+            &["up", "1", "--prefix", "a;b"],
+            "error: prefix `a;b` is not allowed; use letters, digits, `-`, `_` or `.` (start with a letter or digit, at most 40)\n",
+        ),
+        (
+            &["--lab", "../x", "status"],
+            "error: lab `../x` is not allowed; use letters, digits, `-`, `_` or `.` (start with a letter or digit, at most 40)\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(stderr_of(vmlab(&home).args(args), 1), expected, "{args:?}");
+    }
+    assert!(!home.exists());
+}
+
+#[test]
+fn stopped_libvirt_says_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let err = stderr_of(
+        vmlab(&home).args([
+            "--connect",
+            "qemu+unix:///system?socket=/nonexistent/sock",
+            "status",
+        ]),
+        1,
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "error: cannot connect to libvirt at `qemu+unix:///system?socket=/nonexistent/sock`: "
+        ),
+        "{err}"
+    );
+    assert!(err.trim_end().ends_with("start the daemons with `sudo virtlogd -d && sudo libvirtd -d` (or run scripts/setup), or pick another URI with --connect"), "{err}");
+}
+
+#[test]
+fn missing_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = dir.path().join("node.xml");
+    std::fs::write(&node, "<node><memory>8388608</memory></node>").unwrap();
+    let connect = format!("test://{}", node.display());
+    let err = stderr_of(
+        vmlab(&home).args(["--connect", &connect, "up", "2", "--image", "nope"]),
+        1,
+    );
+    assert_eq!(
+        err,
+        format!(
+            "error: image `nope` is not installed in {}/images; build it with `vmlab image build --rootfs ALPINE_MINIROOTFS.tar.gz` or fetch one with `vmlab image fetch alpine`\n",
+            home.display()
+        )
+    );
+    assert!(!home.join("labs").exists());
+}
+
+#[test]
+fn config_file_is_read_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(
+        dir.path().join("vmlab.toml"),
+        "memory = \"2G\"\nmax_memory = \"1G\"\n",
+    )
+    .unwrap();
+    let err = stderr_of(vmlab(&home).args(["up", "1"]), 1);
+    assert_eq!(
+        err,
+        "error: --max-memory (1024 MiB) is below --memory (2048 MiB); raise --max-memory\n"
+    );
+    // Flags win over the file.
+    let err = stderr_of(
+        vmlab(&home).args([
+            "up",
+            "1",
+            "--max-memory",
+            "4G",
+            "--image",
+            "nope",
+            "--connect",
+            "test:///default",
+        ]),
+        1,
+    );
+    assert!(
+        err.starts_with("error: image `nope` is not installed"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("vmlab.toml"), "memroy = \"2G\"\n").unwrap();
+    let err = stderr_of(vmlab(&home).args(["status"]), 1);
+    assert!(
+        err.starts_with("error: ") && err.contains("vmlab.toml is invalid: unknown field `memroy`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn down_and_console_of_unknown_vms() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let err = stderr_of(
+        vmlab(&home).args(["--connect", "test:///default", "down", "vm-7"]),
+        1,
+    );
+    assert_eq!(
+        err,
+        "error: lab `default` has no VMs; `vmlab status` lists them\n"
+    );
+    let out = vmlab(&home)
+        .args(["--connect", "test:///default", "down"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "lab `default` has no VMs\n"
+    );
+    let err = stderr_of(vmlab(&home).args(["console", "vm-1"]), 1);
+    assert!(
+        err.starts_with("error: no console log for `vm-1` at "),
+        "{err}"
+    );
+}
