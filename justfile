@@ -1,0 +1,43 @@
+# vmlab recipes. `just lab` runs a small lab; `just test` runs every test tier.
+
+# The official Alpine minirootfs shipped beside the repository (offline guests).
+alpine := env_var_or_default("VMLAB_ALPINE_ROOTFS", justfile_directory() / "../shared/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz")
+vmlab := justfile_directory() / "target/release/vmlab"
+
+# Install host packages and start libvirt (idempotent).
+setup:
+    bash scripts/setup
+
+build:
+    cargo build --release --quiet
+
+# Build the offline guest image unless it is already installed.
+image: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if {{vmlab}} image list | grep -q '^vmlab-alpine '; then exit 0; fi
+    if [ -f "{{alpine}}" ]; then
+        {{vmlab}} image build --rootfs "{{alpine}}"
+    else
+        echo "no Alpine minirootfs at {{alpine}}: building the busybox fallback image"
+        {{vmlab}} image build
+    fi
+
+# The main job: a small lab of N VMs on the offline image, then its status.
+lab n="2": setup image
+    {{vmlab}} up {{n}}
+    {{vmlab}} status
+    {{vmlab}} ssh vm-1 -- 'uname -sr; cat /etc/alpine-release 2>/dev/null; nproc; free -m | head -2'
+
+# Every test tier: unit + test:/// + CLI, then real VMs (sequential: they load the host).
+test: setup
+    cargo test --quiet --lib --bins --test cli --test test_driver
+    cargo test --test e2e -- --ignored --test-threads=1
+
+# Boot timing: one guest, three in parallel, teardown (prints numbers).
+bench-up runs="3": setup image
+    bash scripts/bench-up {{runs}}
+
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
