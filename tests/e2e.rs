@@ -17,23 +17,43 @@ const CONNECT: &str = "qemu:///system";
 fn home() -> &'static Path {
     static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
     HOME.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("vmlab-e2e-").tempdir().unwrap();
-        let out = raw(dir.path(), "e2e", &["image", "build", "--rootfs", rootfs().to_str().unwrap()]).output().unwrap();
-        assert!(out.status.success(), "image build failed: {}", String::from_utf8_lossy(&out.stderr));
+        let dir = tempfile::Builder::new()
+            .prefix("vmlab-e2e-")
+            .tempdir()
+            .unwrap();
+        let out = raw(
+            dir.path(),
+            "e2e",
+            &["image", "build", "--rootfs", rootfs().to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "image build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
     .path()
 }
 
 fn rootfs() -> PathBuf {
-    std::env::var_os("VMLAB_ALPINE_ROOTFS").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz")
-    })
+    std::env::var_os("VMLAB_ALPINE_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz")
+        })
 }
 
 fn raw(home: &Path, lab: &str, args: &[&str]) -> Command {
     let mut cmd = Command::cargo_bin("vmlab").unwrap();
-    cmd.env("VMLAB_HOME", home).env("VMLAB_LAB", lab).env("VMLAB_CONNECT", CONNECT).current_dir(home).args(args);
+    cmd.env("VMLAB_HOME", home)
+        .env("VMLAB_LAB", lab)
+        .env("VMLAB_CONNECT", CONNECT)
+        .current_dir(home)
+        .args(args);
     cmd
 }
 
@@ -66,16 +86,36 @@ impl TestLab {
 
     fn ok(&self, args: &[&str]) -> String {
         let run = self.vmlab(args);
-        assert_eq!(run.code, 0, "vmlab {args:?} failed:\n{}\n{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 0,
+            "vmlab {args:?} failed:\n{}\n{}",
+            run.stdout, run.stderr
+        );
         run.stdout
     }
 
     fn status(&self) -> Vec<Value> {
-        serde_json::from_str::<Value>(&self.ok(&["status", "--json"])).unwrap().as_array().unwrap().clone()
+        serde_json::from_str::<Value>(&self.ok(&["status", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     fn ports(&self) -> Vec<u16> {
-        self.status().iter().map(|v| v["ssh"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap()).collect()
+        self.status()
+            .iter()
+            .map(|v| {
+                v["ssh"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
     }
 }
 
@@ -86,13 +126,26 @@ impl Drop for TestLab {
 }
 
 fn virsh(args: &[&str]) -> String {
-    let out = std::process::Command::new("virsh").arg("-c").arg(CONNECT).args(args).output().unwrap();
-    assert!(out.status.success(), "virsh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("virsh")
+        .arg("-c")
+        .arg(CONNECT)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn domains_named(prefix: &str) -> Vec<String> {
-    virsh(&["list", "--all", "--name"]).lines().filter(|n| n.starts_with(prefix)).map(String::from).collect()
+    virsh(&["list", "--all", "--name"])
+        .lines()
+        .filter(|n| n.starts_with(prefix))
+        .map(String::from)
+        .collect()
 }
 
 fn listening(port: u16) -> bool {
@@ -117,7 +170,10 @@ fn lab_lifecycle_up_ssh_idempotent_grow_down() {
     let lab = TestLab::new("e2e");
     let args = ["--prefix", "e2e"];
     let out = lab.ok(&["up", "2", args[0], args[1]]);
-    assert!(out.contains("e2e-1") && out.contains("e2e-2") && out.contains("2 VMs ready"), "{out}");
+    assert!(
+        out.contains("e2e-1") && out.contains("e2e-2") && out.contains("2 VMs ready"),
+        "{out}"
+    );
 
     let meminfo = lab.ok(&["ssh", "e2e-1", "--", "cat", "/proc/meminfo"]);
     assert!(meminfo.starts_with("MemTotal:"), "{meminfo}");
@@ -125,27 +181,63 @@ fn lab_lifecycle_up_ssh_idempotent_grow_down() {
     let os = lab.ok(&["ssh", "e2e-1", "--", "cat /etc/os-release"]);
     assert!(os.contains("Alpine Linux"), "{os}");
     let failing = lab.vmlab(&["ssh", "e2e-1", "--", "echo out; echo err >&2; exit 7"]);
-    assert_eq!((failing.code, failing.stdout.as_str(), failing.stderr.as_str()), (7, "out\n", "err\n"));
+    assert_eq!(
+        (
+            failing.code,
+            failing.stdout.as_str(),
+            failing.stderr.as_str()
+        ),
+        (7, "out\n", "err\n")
+    );
 
     let before = lab.status();
     assert!(before.iter().all(|v| v["state"] == "running"));
     let uuids = virsh(&["domuuid", "e2e-1"]);
     let again = lab.ok(&["up", "2", args[0], args[1]]);
     assert_eq!(again.matches("already running").count(), 2, "{again}");
-    assert_eq!(virsh(&["domuuid", "e2e-1"]), uuids, "second up redefined e2e-1");
-    assert_eq!(lab.ports(), before.iter().map(|v| v["ssh"].as_str().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap()).collect::<Vec<_>>());
+    assert_eq!(
+        virsh(&["domuuid", "e2e-1"]),
+        uuids,
+        "second up redefined e2e-1"
+    );
+    assert_eq!(
+        lab.ports(),
+        before
+            .iter()
+            .map(|v| v["ssh"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse::<u16>()
+                .unwrap())
+            .collect::<Vec<_>>()
+    );
 
     let grown = lab.ok(&["up", "3", args[0], args[1]]);
-    assert!(grown.contains("e2e-3") && grown.contains("created"), "{grown}");
+    assert!(
+        grown.contains("e2e-3") && grown.contains("created"),
+        "{grown}"
+    );
     assert_eq!(domains_named("e2e-"), ["e2e-1", "e2e-2", "e2e-3"]);
     let ports = lab.ports();
     assert!(ports.iter().all(|p| listening(*p)));
 
     let removed = lab.ok(&["down"]);
-    assert!(removed.starts_with("removed e2e-1, e2e-2, e2e-3"), "{removed}");
+    assert!(
+        removed.starts_with("removed e2e-1, e2e-2, e2e-3"),
+        "{removed}"
+    );
     assert!(domains_named("e2e-").is_empty(), "domains left behind");
-    assert!(!home().join("labs/e2e").exists(), "overlays, seeds or state left behind");
-    assert!(home().join("images/vmlab-alpine/disk.qcow2").exists(), "down must keep the base image");
+    assert!(
+        !home().join("labs/e2e").exists(),
+        "overlays, seeds or state left behind"
+    );
+    assert!(
+        home().join("images/vmlab-alpine/disk.qcow2").exists(),
+        "down must keep the base image"
+    );
     for p in ports {
         assert!(!listening(p), "port {p} still listening after down");
     }
@@ -159,10 +251,26 @@ fn stopped_vm_comes_back_and_unreachable_vm_is_retried() {
     // 1 s is too short for any guest here: both fail, named, with console lines.
     let run = lab.vmlab(&["up", "2", args[0], args[1], "--ssh-timeout", "1"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.starts_with("error: 2 of 2 VMs failed:\n"), "{}", run.stderr);
-    assert!(run.stderr.contains("e2r-1: e2r-1 did not answer SSH on 127.0.0.1:"), "{}", run.stderr);
-    assert!(run.stderr.contains("run `vmlab up` again to retry"), "{}", run.stderr);
-    assert!(lab.status().iter().all(|v| v["state"] == "running"), "unreachable VMs must stay up");
+    assert!(
+        run.stderr.starts_with("error: 2 of 2 VMs failed:\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("e2r-1: e2r-1 did not answer SSH on 127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("run `vmlab up` again to retry"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        lab.status().iter().all(|v| v["state"] == "running"),
+        "unreachable VMs must stay up"
+    );
 
     let retried = lab.ok(&["up", "2", args[0], args[1]]);
     assert_eq!(retried.matches("already running").count(), 2, "{retried}");
@@ -170,7 +278,10 @@ fn stopped_vm_comes_back_and_unreachable_vm_is_retried() {
 
     virsh(&["destroy", "e2r-2"]);
     let restarted = lab.ok(&["up", "2", args[0], args[1]]);
-    assert!(restarted.contains("e2r-2") && restarted.contains("started"), "{restarted}");
+    assert!(
+        restarted.contains("e2r-2") && restarted.contains("started"),
+        "{restarted}"
+    );
     assert_eq!(lab.ok(&["ssh", "e2r-2", "--", "echo", "back"]), "back\n");
 }
 
@@ -186,29 +297,66 @@ fn foreign_domain_is_never_touched() {
     let stillthere = domains_named("e2f-");
     virsh(&["undefine", "e2f-2"]);
     assert_eq!(refused.code, 1);
-    assert_eq!(refused.stderr, "error: domain name(s) `e2f-2` already taken by VMs vmlab did not create; choose another prefix with --prefix\n");
-    assert_eq!(stillthere, ["e2f-2"], "up touched the foreign domain or created e2f-1");
-    assert!(!home().join("labs/e2e-foreign").exists(), "refused up left files");
+    assert_eq!(
+        refused.stderr,
+        "error: domain name(s) `e2f-2` already taken by VMs vmlab did not create; choose another prefix with --prefix\n"
+    );
+    assert_eq!(
+        stillthere,
+        ["e2f-2"],
+        "up touched the foreign domain or created e2f-1"
+    );
+    assert!(
+        !home().join("labs/e2e-foreign").exists(),
+        "refused up left files"
+    );
 }
 
 #[test]
 #[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
 fn guest_reports_balloon_stats_and_onlines_hotplugged_vcpus() {
     let lab = TestLab::new("e2e-res");
-    lab.ok(&["up", "1", "--prefix", "e2h", "--vcpus", "1", "--max-vcpus", "2", "--memory", "256M", "--max-memory", "512M"]);
+    lab.ok(&[
+        "up",
+        "1",
+        "--prefix",
+        "e2h",
+        "--vcpus",
+        "1",
+        "--max-vcpus",
+        "2",
+        "--memory",
+        "256M",
+        "--max-memory",
+        "512M",
+    ]);
     let vm = wait_until("balloon stats", Duration::from_secs(30), || {
         let s = lab.status().remove(0);
         s["memory_unused_mib"].as_u64().is_some().then_some(s)
     });
-    assert_eq!((vm["vcpus_current"].as_u64(), vm["vcpus_max"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (vm["vcpus_current"].as_u64(), vm["vcpus_max"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!(vm["memory_max_mib"].as_u64(), Some(512));
     assert!(vm["memory_unused_mib"].as_u64().unwrap() < 256, "{vm}");
-    assert_eq!(lab.ok(&["ssh", "e2h-1", "--", "grep -c ^processor /proc/cpuinfo"]).trim(), "1");
+    assert_eq!(
+        lab.ok(&["ssh", "e2h-1", "--", "grep -c ^processor /proc/cpuinfo"])
+            .trim(),
+        "1"
+    );
 
     virsh(&["setvcpus", "e2h-1", "2", "--live"]);
-    wait_until("the hot-plugged vCPU online in the guest", Duration::from_secs(30), || {
-        (lab.ok(&["ssh", "e2h-1", "--", "cat /sys/devices/system/cpu/online"]).trim() == "0-1").then_some(())
-    });
+    wait_until(
+        "the hot-plugged vCPU online in the guest",
+        Duration::from_secs(30),
+        || {
+            (lab.ok(&["ssh", "e2h-1", "--", "cat /sys/devices/system/cpu/online"])
+                .trim()
+                == "0-1")
+                .then_some(())
+        },
+    );
     let s = lab.status().remove(0);
     assert_eq!(s["vcpus_current"].as_u64(), Some(2));
 }

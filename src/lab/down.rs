@@ -46,18 +46,30 @@ pub fn down(lab: &Lab, names: &[String]) -> Result<Vec<String>> {
             );
         }
     }
-    for name in &targets {
-        if domains.iter().any(|d| &d.name == name) {
-            lab.hv.destroy(name)?;
-            lab.hv.undefine(name)?;
+    // Stopping a domain waits for QEMU to exit: do all of them at once.
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|name| {
+                let defined = domains.iter().any(|d| &d.name == name);
+                scope.spawn(move || remove_vm(lab, name, defined))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("teardown thread panicked"))
+            .collect()
+    });
+    let mut errors = Vec::new();
+    for (name, result) in targets.iter().zip(results) {
+        match result {
+            Ok(()) => state.remove(name),
+            Err(e) => errors.push(format!("{e:#}")),
         }
-        let dir = lab.paths.vm(name).dir;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| anyhow::anyhow!("deleting {}: {e}", dir.display()))?;
-        }
-        state.remove(name);
-        state.save(&lab.paths)?;
+    }
+    state.save(&lab.paths)?;
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
     }
     if state.vms.is_empty() {
         drop(lock);
@@ -65,4 +77,17 @@ pub fn down(lab: &Lab, names: &[String]) -> Result<Vec<String>> {
             .map_err(|e| anyhow::anyhow!("deleting {}: {e}", lab.paths.dir.display()))?;
     }
     Ok(targets)
+}
+
+fn remove_vm(lab: &Lab, name: &str, defined: bool) -> Result<()> {
+    if defined {
+        lab.hv.destroy(name)?;
+        lab.hv.undefine(name)?;
+    }
+    let dir = lab.paths.vm(name).dir;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("deleting {}: {e}", dir.display()))?;
+    }
+    Ok(())
 }
