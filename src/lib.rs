@@ -9,4 +9,6 @@ pub mod host;
 pub mod hypervisor;
 pub mod lab;
 pub mod paths;
+#[cfg(test)]
+mod testutil;
 pub mod units;

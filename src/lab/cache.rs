@@ -224,22 +224,12 @@ fn unique() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::files_in;
 
     fn cache() -> (tempfile::TempDir, Cache) {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(&Home::new(dir.path()));
         (dir, cache)
-    }
-
-    fn files_in(dir: &Path) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]

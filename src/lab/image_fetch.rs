@@ -272,10 +272,10 @@ fn install_disk(home: &Home, name: &str, cached: &std::path::Path) -> Result<()>
 mod tests {
     //! Offline tests: a tiny HTTP server on 127.0.0.1 plays the mirror.
 
+    use crate::testutil::files_in;
     use std::collections::HashMap;
     use std::io::{BufRead, BufReader, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
@@ -428,17 +428,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
         (dir, home)
-    }
-
-    fn files_in(dir: &Path) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     /// A loopback address nothing listens on.
