@@ -2,12 +2,14 @@
 //! and the verbs that act on them (`up`, `down`, `status`).
 
 pub mod cache;
+pub mod cpio;
 pub mod domain_xml;
 pub mod down;
 pub mod image;
 pub mod image_build;
 pub mod image_fetch;
 pub mod keys;
+pub mod kmod;
 pub mod overlay;
 pub mod seed;
 pub mod state;
