@@ -140,12 +140,15 @@ fn virsh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Sorted names of all domains (running or not) starting with `prefix`.
 fn domains_named(prefix: &str) -> Vec<String> {
-    virsh(&["list", "--all", "--name"])
+    let mut names: Vec<String> = virsh(&["list", "--all", "--name"])
         .lines()
         .filter(|n| n.starts_with(prefix))
         .map(String::from)
-        .collect()
+        .collect();
+    names.sort();
+    names
 }
 
 fn listening(port: u16) -> bool {
@@ -252,7 +255,7 @@ fn stopped_vm_comes_back_and_unreachable_vm_is_retried() {
     let run = lab.vmlab(&["up", "2", args[0], args[1], "--ssh-timeout", "1"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
-        run.stderr.starts_with("error: 2 of 2 VMs failed:\n"),
+        run.stderr.contains("\nerror: 2 of 2 VMs failed:\n"),
         "{}",
         run.stderr
     );

@@ -63,7 +63,7 @@ impl Guest {
     /// changed host key fails at once.
     pub fn wait_ready(target: &SshTarget, deadline: Instant) -> Result<Guest> {
         loop {
-            let attempt = Duration::from_secs(3).min(
+            let attempt = Duration::from_secs(2).min(
                 deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(100)),
