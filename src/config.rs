@@ -216,6 +216,23 @@ mod tests {
     }
 
     #[test]
+    fn names_stay_plain() {
+        check_name("image", "vmlab-alpine_3.20").unwrap();
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-x",
+            "a b",
+            "x'y",
+            &"n".repeat(41),
+        ] {
+            assert!(check_name("image", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn invalid_settings_say_what_to_fix() {
         let cases = [
             (

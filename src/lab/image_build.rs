@@ -18,6 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::host;
 use crate::lab::cpio::CpioWriter;
 use crate::lab::image::{self, Image, Manifest};
 use crate::lab::kmod;
@@ -75,9 +76,8 @@ const INITRAMFS_APPLETS: &[&str] = &[
 /// Builds and installs an offline image. `stage` is called with a short stage
 /// name ("rootfs", "dropbear", "initramfs", "disk", ...) for progress output.
 pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Result<Image> {
-    validate_name(&req.name)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    crate::config::check_name("image", &req.name)?;
+    if host::uid_gid().0 != 0 {
         bail!("image build needs root to keep file ownership; run it with sudo");
     }
     if let Some(tarball) = &req.rootfs {
@@ -151,10 +151,12 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
     let raw = scratch.0.join("root.raw");
     make_ext4(&rootfs, &raw)?;
     let disk = dir.join("disk.qcow2");
-    run(Command::new("qemu-img")
-        .args(["convert", "-q", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&disk))?;
+    host::run(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&disk),
+    )?;
 
     stage("kernel");
     fs::copy(&kernel, dir.join("vmlinuz"))
@@ -195,32 +197,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    ensure!(
-        ok,
-        "invalid image name {name:?}: use letters, digits, '-', '_' and '.'"
-    );
-    Ok(())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("running {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 // --- kernel --------------------------------------------------------------------
@@ -289,11 +265,13 @@ fn bzimage_version(data: &[u8]) -> Option<String> {
 // --- root file system ------------------------------------------------------------
 
 fn extract_tarball(tarball: &Path, rootfs: &Path) -> Result<()> {
-    run(Command::new("tar")
-        .args(["--numeric-owner", "-xpf"])
-        .arg(tarball)
-        .arg("-C")
-        .arg(rootfs))
+    host::run(
+        Command::new("tar")
+            .args(["--numeric-owner", "-xpf"])
+            .arg(tarball)
+            .arg("-C")
+            .arg(rootfs),
+    )
     .with_context(|| format!("extracting {}", tarball.display()))?;
     ensure!(
         rootfs.join("bin/busybox").exists() || rootfs.join("sbin/init").exists(),
@@ -318,15 +296,7 @@ fn busybox_rootfs(rootfs: &Path) -> Result<()> {
     // /bin/busybox may be a symlink (chain): copy the real file.
     let real = fs::canonicalize(BUSYBOX).with_context(|| format!("resolving {BUSYBOX}"))?;
     copy_into(&real, rootfs, Path::new("bin/busybox"), 0o755)?;
-    let out = Command::new(&real)
-        .arg("--list-full")
-        .output()
-        .with_context(|| format!("running {} --list-full", real.display()))?;
-    ensure!(
-        out.status.success(),
-        "{} --list-full failed",
-        real.display()
-    );
+    let out = host::run(Command::new(&real).arg("--list-full"))?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
         let applet = applet.trim().trim_start_matches('/');
         if applet.is_empty() || !applet.contains('/') || applet.ends_with("/busybox") {
@@ -399,11 +369,7 @@ fn unlock_root_shadow(shadow: &str) -> String {
 
 /// Debian's dropbear and everything `ldd` says it loads, at the same paths.
 fn add_dropbear(rootfs: &Path) -> Result<()> {
-    let out = Command::new("ldd")
-        .arg(DROPBEAR)
-        .output()
-        .context("running ldd")?;
-    ensure!(out.status.success(), "ldd {DROPBEAR} failed");
+    let out = host::run(Command::new("ldd").arg(DROPBEAR))?;
     let libs = parse_ldd(&String::from_utf8_lossy(&out.stdout));
     ensure!(!libs.is_empty(), "ldd {DROPBEAR} listed no libraries");
     copy_into(Path::new(DROPBEAR), rootfs, Path::new(DROPBEAR), 0o755)?;
@@ -513,21 +479,24 @@ fn make_ext4(rootfs: &Path, raw: &Path) -> Result<()> {
     let file = fs::File::create(raw).with_context(|| format!("creating {}", raw.display()))?;
     file.set_len(DISK_SIZE)?; // sparse
     drop(file);
-    run(Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-m",
-            "0",
-            "-L",
-            "vmlab-root",
-            "-E",
-            "root_owner=0:0",
-            "-d",
-        ])
-        .arg(rootfs)
-        .arg(raw))
-    .context("making the ext4 root file system")
+    host::run(
+        Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-L",
+                "vmlab-root",
+                "-E",
+                "root_owner=0:0",
+                "-d",
+            ])
+            .arg(rootfs)
+            .arg(raw),
+    )
+    .context("making the ext4 root file system")?;
+    Ok(())
 }
 
 // --- initramfs -------------------------------------------------------------------
@@ -574,13 +543,7 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
         return fs::read(path).with_context(|| format!("reading {name}"));
     }
     if name.ends_with(".ko.xz") {
-        let out = Command::new("xz")
-            .arg("-dc")
-            .arg(path)
-            .output()
-            .context("running xz (apt-get install xz-utils)")?;
-        ensure!(out.status.success(), "xz -dc {name} failed");
-        return Ok(out.stdout);
+        return Ok(host::run(Command::new("xz").arg("-dc").arg(path))?.stdout);
     }
     bail!("kernel module {name}: only .ko and .ko.xz are supported")
 }
@@ -666,14 +629,6 @@ mod tests {
         );
         put_file(root.path(), Path::new("a/b/c"), b"y", 0o600).unwrap();
         assert_eq!(fs::read(root.path().join("a/b/c")).unwrap(), b"y");
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert!(validate_name("vmlab-alpine").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden"] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -110,7 +110,11 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcom
     let lab_existed = lab.paths.dir.exists();
     let lock = LabLock::acquire(&lab.paths)?;
     let prepared = prepare(lab, req);
-    let (steps, state) = match prepared {
+    let Prepared {
+        steps,
+        state,
+        pubkey,
+    } = match prepared {
         Ok(p) => p,
         Err(e) => {
             if !lab_existed {
@@ -119,7 +123,6 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcom
             return Err(e);
         }
     };
-    let pubkey = keys::ensure(&lab.paths, &lab.name)?;
     let state = Mutex::new(state);
     let ctx = Ctx {
         lab,
@@ -168,8 +171,16 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcom
     Ok(outcomes)
 }
 
-/// Under the lock: plan, check memory, reserve ports, record the new VMs.
-fn prepare(lab: &Lab, req: &UpRequest) -> Result<(Vec<(String, Step)>, LabState)> {
+/// What `prepare` settled before any VM is touched.
+struct Prepared {
+    steps: Vec<(String, Step)>,
+    state: LabState,
+    pubkey: String,
+}
+
+/// Under the lock: plan, check memory, make the lab key, reserve ports,
+/// record the new VMs.
+fn prepare(lab: &Lab, req: &UpRequest) -> Result<Prepared> {
     let spec = &req.spec;
     let mut state = LabState::load(&lab.paths)?;
     let domains = lab.hv.domains()?;
@@ -195,8 +206,13 @@ fn prepare(lab: &Lab, req: &UpRequest) -> Result<(Vec<(String, Step)>, LabState)
             max_vcpus: spec.max_vcpus,
         });
     }
+    let pubkey = keys::ensure(&lab.paths, &lab.name)?;
     state.save(&lab.paths)?;
-    Ok((steps, state))
+    Ok(Prepared {
+        steps,
+        state,
+        pubkey,
+    })
 }
 
 /// Distinct free ports on 127.0.0.1, all held until every one is chosen.
