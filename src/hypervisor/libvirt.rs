@@ -104,10 +104,13 @@ impl Hypervisor for Libvirt {
             .conn
             .node_info()
             .map_err(|e| anyhow!("reading host info: {}", e.message()))?;
-        let free_kib = match self.conn.free_memory() {
-            Ok(bytes) => bytes / 1024,
+        let available =
+            super::sys::node_memory_stats(&self.conn).and_then(|s| super::sys::available_kib(&s));
+        let free_kib = match (available, self.conn.free_memory()) {
+            (Some(kib), _) => kib,
+            (None, Ok(bytes)) => bytes / 1024,
             // Some drivers (test:///) cannot tell: estimate as total minus what running domains hold.
-            Err(_) => {
+            (None, Err(_)) => {
                 let running = self
                     .conn
                     .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)

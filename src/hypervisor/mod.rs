@@ -5,6 +5,7 @@
 
 pub mod libvirt;
 pub mod owner;
+mod sys;
 
 use anyhow::Result;
 
