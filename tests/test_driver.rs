@@ -57,6 +57,7 @@ fn install_tiny_image(home: &Home) {
         initrd: None,
         cmdline: None,
         source: "test".into(),
+        ssh_user: "alpine".into(),
     };
     image::install(home, &manifest).unwrap();
 }
@@ -115,6 +116,8 @@ fn up_defines_marked_domains_and_is_idempotent() {
     assert_eq!(state.vms.len(), 2);
     assert!(state.vms.iter().all(|v| v.uuid.is_some()));
     assert_ne!(state.vms[0].ssh_port, state.vms[1].ssh_port);
+    // The login user comes from the image (Alpine's cloud images use `alpine`).
+    assert_eq!(lab.ssh_target(&state.vms[0]).user, "alpine");
 
     let again = up(&lab, &request(2, Settings::default()), &no_progress).unwrap();
     assert_eq!(

@@ -27,6 +27,13 @@ pub struct Manifest {
     pub cmdline: Option<String>,
     /// Where it came from, for `vmlab image list`.
     pub source: String,
+    /// The user the seed's SSH key logs in as (Alpine's cloud images: `alpine`).
+    #[serde(default = "root")]
+    pub ssh_user: String,
+}
+
+pub fn root() -> String {
+    "root".into()
 }
 
 /// An installed image with absolute paths resolved.

@@ -176,6 +176,7 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
             initrd: Some("initrd.img".into()),
             cmdline: Some(CMDLINE.into()),
             source,
+            ssh_user: image::root(),
         },
     )
 }

@@ -227,6 +227,8 @@ fn fetch_with(
             initrd: None,
             cmdline: None,
             source: url,
+            // tiny-cloud installs the seed's keys for Alpine's default user.
+            ssh_user: "alpine".into(),
         },
     )?;
     Ok(FetchOutcome { image, cache_hit })
@@ -514,6 +516,7 @@ mod tests {
                 initrd: None,
                 cmdline: None,
                 source: url.clone(),
+                ssh_user: "alpine".into(),
             }
         );
         assert_eq!(outcome.image.dir, home.image_dir("alpine-3.20.3"));

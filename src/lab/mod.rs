@@ -53,7 +53,7 @@ impl<'a> Lab<'a> {
         SshTarget {
             vm: vm.name.clone(),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, vm.ssh_port)),
-            user: "root".into(),
+            user: vm.ssh_user.clone(),
             key: self.paths.ssh_key(),
             known_hosts: self.paths.vm(&vm.name).host_key(),
         }

@@ -24,6 +24,9 @@ pub struct VmRecord {
     pub max_memory_mib: u64,
     pub vcpus: u32,
     pub max_vcpus: u32,
+    /// Who the lab key logs in as (from the image).
+    #[serde(default = "crate::lab::image::root")]
+    pub ssh_user: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +140,7 @@ mod tests {
             max_memory_mib: 1024,
             vcpus: 1,
             max_vcpus: 2,
+            ssh_user: "root".into(),
         }
     }
 

@@ -109,7 +109,7 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcom
     let domain_type = accel::domain_type(spec.accel)?;
     let lab_existed = lab.paths.dir.exists();
     let lock = LabLock::acquire(&lab.paths)?;
-    let prepared = prepare(lab, req);
+    let prepared = prepare(lab, req, &image);
     let Prepared {
         steps,
         state,
@@ -180,7 +180,7 @@ struct Prepared {
 
 /// Under the lock: plan, check memory, make the lab key, reserve ports,
 /// record the new VMs.
-fn prepare(lab: &Lab, req: &UpRequest) -> Result<Prepared> {
+fn prepare(lab: &Lab, req: &UpRequest, image: &Image) -> Result<Prepared> {
     let spec = &req.spec;
     let mut state = LabState::load(&lab.paths)?;
     let domains = lab.hv.domains()?;
@@ -204,6 +204,7 @@ fn prepare(lab: &Lab, req: &UpRequest) -> Result<Prepared> {
             max_memory_mib: spec.max_memory_mib,
             vcpus: spec.vcpus,
             max_vcpus: spec.max_vcpus,
+            ssh_user: image.manifest.ssh_user.clone(),
         });
     }
     let pubkey = keys::ensure(&lab.paths, &lab.name)?;
@@ -411,6 +412,7 @@ mod tests {
             max_memory_mib: 1024,
             vcpus: 1,
             max_vcpus: 2,
+            ssh_user: "root".into(),
         }
     }
 
