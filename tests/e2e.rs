@@ -13,16 +13,15 @@ use serde_json::Value;
 
 const CONNECT: &str = "qemu:///system";
 
-/// One vmlab home for the whole run, with the image built once.
+/// One vmlab home for the whole run, under cargo's target dir (reused by
+/// the next run, not left in /tmp), with the image built once per run.
 fn home() -> &'static Path {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("vmlab-e2e-")
-            .tempdir()
-            .unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-home");
+        std::fs::create_dir_all(&dir).unwrap();
         let out = raw(
-            dir.path(),
+            &dir,
             "e2e",
             &["image", "build", "--rootfs", rootfs().to_str().unwrap()],
         )
@@ -35,7 +34,6 @@ fn home() -> &'static Path {
         );
         dir
     })
-    .path()
 }
 
 fn rootfs() -> PathBuf {
