@@ -147,5 +147,11 @@ else
 	say "dropbear failed to start: no SSH"
 fi
 
+# Modules not needed for SSH (virtio_balloon: inflating the balloon down to the
+# boot memory costs seconds under TCG), loaded once sshd runs.
+for m in /lib/modules/vmlab/*.ko; do
+	[ -e "$m" ] && insmod "$m"
+done
+
 # vCPU hot-plug: a hot-plugged vCPU arrives offline; bring it online.
 setsid /etc/vmlab/cpu-online </dev/null >/dev/null 2>&1 &
