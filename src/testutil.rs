@@ -2,6 +2,25 @@
 
 use std::path::Path;
 
+use crate::config::Network;
+use crate::lab::state::VmRecord;
+
+/// A lab state record with the default sizes.
+pub fn vm_record(name: &str) -> VmRecord {
+    VmRecord {
+        name: name.into(),
+        uuid: None,
+        image: "img".into(),
+        network: Network::User,
+        ssh_port: 40000,
+        memory_mib: 512,
+        max_memory_mib: 1024,
+        vcpus: 1,
+        max_vcpus: 2,
+        ssh_user: "root".into(),
+    }
+}
+
 /// Sorted names of the entries of `dir`; empty when it does not exist.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {

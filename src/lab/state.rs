@@ -129,20 +129,7 @@ mod tests {
     use super::*;
     use crate::paths::Home;
 
-    fn record(name: &str) -> VmRecord {
-        VmRecord {
-            name: name.into(),
-            uuid: None,
-            image: "img".into(),
-            network: Network::User,
-            ssh_port: 40000,
-            memory_mib: 512,
-            max_memory_mib: 1024,
-            vcpus: 1,
-            max_vcpus: 2,
-            ssh_user: "root".into(),
-        }
-    }
+    use crate::testutil::vm_record as record;
 
     #[test]
     fn state_round_trips_and_replaces_by_name() {

@@ -401,20 +401,7 @@ mod tests {
         }
     }
 
-    fn record(name: &str) -> VmRecord {
-        VmRecord {
-            name: name.into(),
-            uuid: Some("u".into()),
-            image: "i".into(),
-            network: Network::User,
-            ssh_port: 1,
-            memory_mib: 512,
-            max_memory_mib: 1024,
-            vcpus: 1,
-            max_vcpus: 2,
-            ssh_user: "root".into(),
-        }
-    }
+    use crate::testutil::vm_record as record;
 
     #[test]
     fn plan_creates_missing_starts_stopped_checks_running() {
