@@ -361,3 +361,40 @@ fn guest_reports_balloon_stats_and_onlines_hotplugged_vcpus() {
     let s = lab.status().remove(0);
     assert_eq!(s["vcpus_current"].as_u64(), Some(2));
 }
+
+#[test]
+#[ignore = "needs libvirtd (just test)"]
+fn overcommit_and_missing_image_are_refused_on_the_real_host() {
+    let lab = TestLab::new("e2e-refuse");
+    let run = lab.vmlab(&[
+        "up",
+        "200",
+        "--prefix",
+        "e2o",
+        "--memory",
+        "64G",
+        "--max-memory",
+        "64G",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("error: 200 × 65536 MiB = 13107200 MiB does not fit: the host has "),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let run = lab.vmlab(&["up", "1", "--prefix", "e2o", "--image", "no-such-image"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("error: image `no-such-image` is not installed"),
+        "{}",
+        run.stderr
+    );
+    assert!(domains_named("e2o-").is_empty());
+    assert!(
+        !home().join("labs/e2e-refuse").exists(),
+        "refused up left files"
+    );
+}
