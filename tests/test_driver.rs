@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use vmlab::config::Settings;
+use vmlab::config::{Network, Settings};
 use vmlab::hypervisor::libvirt::Libvirt;
 use vmlab::hypervisor::{Hypervisor, PowerState};
 use vmlab::lab::Lab;
@@ -136,6 +136,25 @@ fn up_defines_marked_domains_and_is_idempotent() {
         [Step::Check, Step::Check, Step::Create]
     );
     assert_eq!(names(&f.hv), ["foreign", "vm-1", "vm-2", "vm-3"]);
+}
+
+#[test]
+fn nat_vms_get_the_libvirt_network_and_no_port() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    let extra = Settings {
+        network: Some(Network::Nat),
+        ..Default::default()
+    };
+    up(&lab, &request(1, extra), &no_progress).unwrap();
+    let record = LabState::load(&lab.paths).unwrap().vms.remove(0);
+    assert_eq!((record.network, record.ssh_port), (Network::Nat, 0));
+    let xml = std::fs::read_to_string(lab.paths.vm("vm-1").domain_xml()).unwrap();
+    assert!(
+        xml.contains("<source network='default'/>") && !xml.contains("hostfwd"),
+        "{xml}"
+    );
+    assert_eq!(status(&lab).unwrap()[0].ssh, None);
 }
 
 #[test]

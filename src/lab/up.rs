@@ -192,7 +192,11 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image) -> Result<Prepared> {
         .filter(|(_, s)| *s == Step::Create)
         .map(|(n, _)| n)
         .collect();
-    let ports = free_ports(creating.len())?;
+    // Only the user network forwards a host port to the guest's SSH.
+    let ports = match spec.network {
+        Network::User => free_ports(creating.len())?,
+        Network::Nat => vec![0; creating.len()],
+    };
     for (name, ssh_port) in creating.into_iter().zip(ports) {
         state.put(VmRecord {
             name: name.clone(),
