@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::config::{Accel, LabSpec};
 use crate::hypervisor::Hypervisor;
-use crate::hypervisor::libvirt::Libvirt;
+use crate::hypervisor::libvirt::{Libvirt, START_LIBVIRT};
 use crate::lab::image;
 use crate::lab::up::HOST_RESERVE_MIB;
 use crate::paths::Home;
@@ -47,11 +47,7 @@ pub fn checks(home: &Home, spec: &LabSpec) -> Vec<Check> {
             out.push(pass("libvirt", format!("reachable at {}", spec.connect)));
             out.push(memory_check(&hv, spec));
         }
-        Err(e) => out.push(fail(
-            "libvirt",
-            format!("{e:#}"),
-            "sudo virtlogd -d && sudo libvirtd -d (or scripts/setup)",
-        )),
+        Err(e) => out.push(fail("libvirt", format!("{e:#}"), START_LIBVIRT)),
     }
     if spec.connect == "qemu:///system" && !Path::new("/run/libvirt/virtlogd-sock").exists() {
         out.push(fail(
@@ -81,15 +77,12 @@ pub fn checks(home: &Home, spec: &LabSpec) -> Vec<Check> {
             "image",
             format!("`{}` at {}", spec.image, img.dir.display()),
         ),
-        Err(e) => fail(
+        Err(_) if !image::is_installed(home, &spec.image) => fail(
             "image",
             format!("`{}` missing", spec.image),
-            format!("{e:#}")
-                .split("; ")
-                .nth(1)
-                .unwrap_or("vmlab image build")
-                .to_string(),
+            image::GET_IMAGE,
         ),
+        Err(e) => fail("image", format!("{e:#}"), "build or fetch it again"),
     });
     out
 }
@@ -177,7 +170,7 @@ mod tests {
         let by_name = |n: &str| checks.iter().find(|c| c.name == n).unwrap().clone();
         let libvirt = by_name("libvirt");
         assert!(!libvirt.ok);
-        assert!(libvirt.fix.unwrap().contains("libvirtd -d"));
+        assert_eq!(libvirt.fix.unwrap(), START_LIBVIRT);
         let image = by_name("image");
         assert!(!image.ok);
         assert!(

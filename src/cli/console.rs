@@ -22,10 +22,9 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             path.display()
         )
     })?;
-    let lines: Vec<&str> = text.lines().collect();
-    let skip = args.lines.map_or(0, |n| lines.len().saturating_sub(n));
-    for line in &lines[skip..] {
-        println!("{line}");
+    let tail = crate::lab::last_lines(&text, args.lines);
+    if !tail.is_empty() {
+        println!("{tail}");
     }
     Ok(0)
 }

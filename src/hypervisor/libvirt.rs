@@ -7,9 +7,12 @@ use virt::sys;
 
 use super::{DomainInfo, DomainResources, Hypervisor, NodeInfo, Owner, PowerState, owner};
 
+/// How to get a local libvirtd answering.
+pub const START_LIBVIRT: &str =
+    "start the daemons with `sudo virtlogd -d && sudo libvirtd -d` (or run scripts/setup)";
+
 pub struct Libvirt {
     conn: Connect,
-    uri: String,
 }
 
 impl Libvirt {
@@ -19,18 +22,11 @@ impl Libvirt {
         virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| {
             anyhow!(
-                "cannot connect to libvirt at `{uri}`: {}; start the daemons with `sudo virtlogd -d && sudo libvirtd -d` (or run scripts/setup), or pick another URI with --connect",
+                "cannot connect to libvirt at `{uri}`: {}; {START_LIBVIRT}, or pick another URI with --connect",
                 e.message()
             )
         })?;
-        Ok(Self {
-            conn,
-            uri: uri.to_string(),
-        })
-    }
-
-    pub fn uri(&self) -> &str {
-        &self.uri
+        Ok(Self { conn })
     }
 
     fn lookup(&self, name: &str) -> Result<Option<Domain>> {

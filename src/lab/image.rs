@@ -60,13 +60,21 @@ impl Image {
 /// The image used when none is named: the offline one `vmlab image build` makes.
 pub const DEFAULT_IMAGE: &str = "vmlab-alpine";
 
+/// How to get an image that is missing.
+pub const GET_IMAGE: &str = "build it with `vmlab image build --rootfs ALPINE_MINIROOTFS.tar.gz` or fetch one with `vmlab image fetch alpine`";
+
+/// An image counts as installed once its manifest is written (last).
+pub fn is_installed(home: &Home, name: &str) -> bool {
+    home.image_dir(name).join(MANIFEST).exists()
+}
+
 /// Loads an installed image, or says how to get it.
 pub fn load(home: &Home, name: &str) -> Result<Image> {
     let dir = home.image_dir(name);
     let path = dir.join(MANIFEST);
-    if !path.exists() {
+    if !is_installed(home, name) {
         bail!(
-            "image `{name}` is not installed in {}; build it with `vmlab image build --rootfs ALPINE_MINIROOTFS.tar.gz` or fetch one with `vmlab image fetch alpine`",
+            "image `{name}` is not installed in {}; {GET_IMAGE}",
             home.images_dir().display()
         );
     }
@@ -105,7 +113,7 @@ pub fn list(home: &Home) -> Result<Vec<Image>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.path().join(MANIFEST).exists() {
+        if is_installed(home, &name) {
             images.push(load(home, &name)?);
         }
     }

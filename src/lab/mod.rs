@@ -62,7 +62,13 @@ impl<'a> Lab<'a> {
     /// The last `n` lines of a VM's serial console.
     pub fn console_tail(&self, vm: &str, n: usize) -> String {
         let text = std::fs::read_to_string(self.paths.vm(vm).console()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        last_lines(&text, Some(n))
     }
+}
+
+/// The last `n` lines of `text` (all of them for `None`), without a final newline.
+pub fn last_lines(text: &str, n: Option<usize>) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = n.map_or(0, |n| lines.len().saturating_sub(n));
+    lines[skip..].join("\n")
 }

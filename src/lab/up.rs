@@ -13,6 +13,7 @@ use super::{Lab, domain_xml, image, keys, overlay, seed};
 use crate::config::{LabSpec, Network};
 use crate::guest::ssh::Guest;
 use crate::hypervisor::{DomainInfo, Owner};
+use crate::units::mib_to_kib;
 use crate::{accel, host};
 
 /// Memory vmlab leaves to the host beyond what its VMs get.
@@ -298,8 +299,8 @@ impl Ctx<'_> {
             domain_type: self.domain_type,
             lab: self.lab.name.clone(),
             home: self.lab.home.root().display().to_string(),
-            memory_kib: record.memory_mib * 1024,
-            max_memory_kib: record.max_memory_mib * 1024,
+            memory_kib: mib_to_kib(record.memory_mib),
+            max_memory_kib: mib_to_kib(record.max_memory_mib),
             vcpus: record.vcpus,
             max_vcpus: record.max_vcpus,
             kernel: self.image.kernel(),
