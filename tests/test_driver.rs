@@ -246,6 +246,31 @@ fn memory_overcommit_is_refused_before_anything_is_created() {
 }
 
 #[test]
+fn a_stopped_vm_counts_with_its_own_memory() {
+    let f = fixture(2048, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    let big = Settings {
+        memory: Some("1G".into()),
+        ..Default::default()
+    };
+    up(&lab, &request(1, big), &no_progress).unwrap();
+    f.hv.destroy("vm-1").unwrap();
+    // Restarting vm-1 (1024 MiB) and adding vm-2 (512 MiB) leaves under the reserve.
+    let err = up(&lab, &request(2, Settings::default()), &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("1024 + 512 MiB = 1536 MiB does not fit: the host has 2048 MiB free"),
+        "{err}"
+    );
+    assert_eq!(
+        f.hv.domain("vm-1").unwrap().unwrap().state,
+        PowerState::Shutoff
+    );
+    assert_eq!(names(&f.hv), ["vm-1"]);
+}
+
+#[test]
 fn missing_image_is_refused_before_anything_is_created() {
     let f = fixture(8192, &[]);
     let lab = Lab::new(&f.hv, &f.home, "default");

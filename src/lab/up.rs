@@ -92,15 +92,25 @@ pub fn plan(
     Ok(steps)
 }
 
-/// Refuses when the VMs to start would leave the host under its reserve.
-pub fn check_memory(vms: usize, memory_mib: u64, free_mib: u64) -> Result<()> {
-    let need = vms as u64 * memory_mib;
-    if vms > 0 && need + HOST_RESERVE_MIB > free_mib {
-        bail!(
-            "{vms} × {memory_mib} MiB = {need} MiB does not fit: the host has {free_mib} MiB free and vmlab keeps {HOST_RESERVE_MIB} MiB for it; start fewer VMs or use a smaller --memory"
-        );
+/// Refuses when the VMs to start (each with its own memory) would leave the
+/// host under its reserve.
+pub fn check_memory(memories_mib: &[u64], free_mib: u64) -> Result<()> {
+    let need: u64 = memories_mib.iter().sum();
+    if memories_mib.is_empty() || need + HOST_RESERVE_MIB <= free_mib {
+        return Ok(());
     }
-    Ok(())
+    let sizes = match memories_mib {
+        [first, rest @ ..] if rest.iter().all(|m| m == first) => {
+            format!("{} × {first} MiB", memories_mib.len())
+        }
+        _ => {
+            let each: Vec<String> = memories_mib.iter().map(u64::to_string).collect();
+            format!("{} MiB", each.join(" + "))
+        }
+    };
+    bail!(
+        "{sizes} = {need} MiB does not fit: the host has {free_mib} MiB free and vmlab keeps {HOST_RESERVE_MIB} MiB for it; start fewer VMs or use a smaller --memory"
+    )
 }
 
 pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcome>> {
@@ -186,8 +196,16 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image) -> Result<Prepared> {
     let mut state = LabState::load(&lab.paths)?;
     let domains = lab.hv.domains()?;
     let steps = plan(spec, req.count, &state, &domains, &lab.owner())?;
-    let booting = steps.iter().filter(|(_, s)| *s != Step::Check).count();
-    check_memory(booting, spec.memory_mib, lab.hv.node()?.free_kib / 1024)?;
+    // A stopped VM comes back with the memory it was created with.
+    let booting: Vec<u64> = steps
+        .iter()
+        .filter_map(|(name, step)| match step {
+            Step::Create => Some(spec.memory_mib),
+            Step::Start => state.get(name).map(|r| r.memory_mib),
+            Step::Check => None,
+        })
+        .collect();
+    check_memory(&booting, lab.hv.node()?.free_kib / 1024)?;
     let creating: Vec<&String> = steps
         .iter()
         .filter(|(_, s)| *s == Step::Create)
@@ -451,15 +469,20 @@ mod tests {
 
     #[test]
     fn memory_check_keeps_the_reserve() {
-        check_memory(3, 512, 3 * 512 + HOST_RESERVE_MIB).unwrap();
-        let err = check_memory(3, 512, 3 * 512 + HOST_RESERVE_MIB - 1)
+        check_memory(&[512; 3], 3 * 512 + HOST_RESERVE_MIB).unwrap();
+        let err = check_memory(&[512; 3], 3 * 512 + HOST_RESERVE_MIB - 1)
             .unwrap_err()
             .to_string();
         assert!(
             err.starts_with("3 × 512 MiB = 1536 MiB does not fit"),
             "{err}"
         );
-        check_memory(0, 512, 0).unwrap();
+        let err = check_memory(&[4096, 512], 4000).unwrap_err().to_string();
+        assert!(
+            err.starts_with("4096 + 512 MiB = 4608 MiB does not fit: the host has 4000 MiB free"),
+            "{err}"
+        );
+        check_memory(&[], 0).unwrap();
     }
 
     #[test]
