@@ -574,15 +574,19 @@ mod tests {
         assert_eq!(files_in(&home.cache_dir()).len(), 1);
     }
 
+    /// Fetches `data` once from a mirror, then stops the mirror; returns its
+    /// base URL, whose port now refuses connections.
+    fn fetch_then_go_offline(home: &Home, data: &[u8]) -> String {
+        let server = mirror(data, data);
+        fetch_from(home, &server.base(), &mut |_, _| {}).unwrap();
+        server.base()
+    }
+
     #[test]
     fn offline_fetch_uses_the_cache() {
         let data = fixture();
         let (_dir, home) = home();
-        let base = {
-            let server = mirror(&data, &data);
-            fetch_from(&home, &server.base(), &mut |_, _| {}).unwrap();
-            server.base()
-        }; // server stopped: its port refuses connections now
+        let base = fetch_then_go_offline(&home, &data);
         std::fs::remove_dir_all(home.image_dir("alpine-3.20.3")).unwrap();
         let outcome = fetch_from(&home, &base, &mut |_, _| {}).unwrap();
         assert!(outcome.cache_hit);
@@ -593,11 +597,7 @@ mod tests {
     fn offline_with_corrupt_cache_is_an_error() {
         let data = fixture();
         let (_dir, home) = home();
-        let base = {
-            let server = mirror(&data, &data);
-            fetch_from(&home, &server.base(), &mut |_, _| {}).unwrap();
-            server.base()
-        };
+        let base = fetch_then_go_offline(&home, &data);
         let cached = home.cache_dir().join(hex(&Sha256::digest(&data)));
         std::fs::write(&cached, b"bit rot").unwrap();
         let err = fetch_from(&home, &base, &mut |_, _| {})
