@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::lab::image::DEFAULT_IMAGE;
+use crate::image::store::DEFAULT_IMAGE;
 use crate::units::parse_size_mib;
 
 pub const DEFAULT_CONNECT: &str = "qemu:///system";

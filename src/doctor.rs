@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use crate::config::{Accel, LabSpec};
+use crate::host::{self, accel};
 use crate::hypervisor::Hypervisor;
 use crate::hypervisor::libvirt::{Libvirt, START_LIBVIRT};
-use crate::lab::image;
+use crate::image::store as image;
 use crate::lab::up::HOST_RESERVE_MIB;
 use crate::paths::Home;
-use crate::{accel, host};
 
 /// Free disk below this makes a lab of overlays and logs fragile.
 const MIN_FREE_DISK_MIB: u64 = 2048;

@@ -1,12 +1,13 @@
 //! vmlab: a virtualization lab on one host with QEMU + libvirt.
 
-pub mod accel;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod download;
 pub mod guest;
 pub mod host;
 pub mod hypervisor;
+pub mod image;
 pub mod lab;
 pub mod paths;
 #[cfg(test)]

@@ -5,9 +5,9 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Global;
-use crate::lab::image::{self, DEFAULT_IMAGE};
-use crate::lab::image_build::{BuildRequest, build};
-use crate::lab::image_fetch::{DEFAULT_ALPINE_VERSION, FetchRequest, fetch};
+use crate::image::build::{BuildRequest, build};
+use crate::image::fetch::{DEFAULT_ALPINE_VERSION, FetchRequest, fetch};
+use crate::image::store::{self as image, DEFAULT_IMAGE};
 use crate::units::format_mib;
 
 #[derive(clap::Subcommand, Debug)]

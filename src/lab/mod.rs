@@ -1,15 +1,9 @@
-//! The lab: base images, per-VM overlays and seeds, domain XML, lab state,
-//! and the verbs that act on them (`up`, `down`, `status`).
+//! The lab: per-VM overlays and seeds, domain XML, lab state, and the verbs
+//! that act on them (`up`, `down`, `status`).
 
-pub mod cache;
-pub mod cpio;
 pub mod domain_xml;
 pub mod down;
-pub mod image;
-pub mod image_build;
-pub mod image_fetch;
 pub mod keys;
-pub mod kmod;
 pub mod overlay;
 pub mod seed;
 pub mod state;

@@ -25,7 +25,7 @@ pub struct VmRecord {
     pub vcpus: u32,
     pub max_vcpus: u32,
     /// Who the lab key logs in as (from the image).
-    #[serde(default = "crate::lab::image::root")]
+    #[serde(default = "crate::image::store::root")]
     pub ssh_user: String,
 }
 

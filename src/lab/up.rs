@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::image::Image;
 use super::state::{LabLock, LabState, VmRecord};
-use super::{Lab, domain_xml, image, keys, overlay, seed};
+use super::{Lab, domain_xml, keys, overlay, seed};
 use crate::config::{LabSpec, Network};
 use crate::guest::ssh::Guest;
+use crate::host::{self, accel};
 use crate::hypervisor::{DomainInfo, Owner};
+use crate::image::store::{self as image, Image};
 use crate::units::mib_to_kib;
-use crate::{accel, host};
 
 /// Memory vmlab leaves to the host beyond what its VMs get.
 pub const HOST_RESERVE_MIB: u64 = 1024;

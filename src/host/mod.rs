@@ -1,6 +1,8 @@
 //! Running host programs (qemu-img, genisoimage, ssh-keygen) with errors that
 //! say which program failed, what it printed, and how to get it.
 
+pub mod accel;
+
 use std::process::{Command, Output};
 
 use anyhow::{Result, anyhow, bail};

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::lab::cache::{Cache, Entry};
-use crate::lab::image::{self, Image, Manifest};
+use crate::download::cache::{Cache, Entry};
+use crate::image::store::{self as image, Image, Manifest};
 use crate::paths::Home;
 
 /// Distros `vmlab image fetch` knows how to fetch.
@@ -285,7 +285,7 @@ mod tests {
     use sha2::{Digest, Sha256, Sha512};
 
     use super::*;
-    use crate::lab::cache::hex;
+    use crate::download::cache::hex;
 
     const VERSION: &str = "3.20.3";
     const IMAGE_PATH: &str =

@@ -19,9 +19,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::host;
-use crate::lab::cpio::CpioWriter;
-use crate::lab::image::{self, Image, Manifest};
-use crate::lab::kmod;
+use crate::image::cpio::CpioWriter;
+use crate::image::kmod;
+use crate::image::store::{self as image, Image, Manifest};
 use crate::paths::Home;
 
 /// What to build.

@@ -1,0 +1,4 @@
+//! Downloads: HTTP, checksums and the content-addressed cache shared by
+//! images and benchmark sources.
+
+pub mod cache;
