@@ -1,15 +1,27 @@
-//! Lab settings: `vmlab.toml` → command-line flags → defaults → validation.
+//! Settings: flags over `vmlab.toml` over defaults, then validation.
+//!
+//! Each setting is declared once, in [`Settings`]: clap reads it from a flag
+//! and serde from the file, and both check its value as they parse it, so an
+//! error names the flag or points at the file's line. Commands that only
+//! need to find the lab (`status`, `down`, `ssh`, …) read just `lab` and
+//! `connect` from the file ([`Global`]), so a bad unrelated key never locks
+//! a user out of their VMs.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::image::store::DEFAULT_IMAGE;
-use crate::units::parse_size_mib;
+use crate::units::Mib;
 
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
 pub const CONFIG_FILE: &str = "vmlab.toml";
+pub const DEFAULT_LAB: &str = "default";
+pub const DEFAULT_PREFIX: &str = "vm";
+const MAX_VCPUS: u32 = 64;
 
 /// How guests reach the network and how the host reaches their SSH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -30,100 +42,148 @@ pub enum Accel {
     Tcg,
 }
 
-/// Settings as written in `vmlab.toml` or given as flags; every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The settings of a lab's VMs: `vmlab up` flags and `vmlab.toml` keys.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Set with the global `--lab`.
+    #[arg(skip)]
     pub lab: Option<String>,
+    /// Set with the global `--connect`.
+    #[arg(skip)]
     pub connect: Option<String>,
+    /// VM name prefix; the lab remembers it [default: vm]
+    #[arg(long)]
     pub prefix: Option<String>,
-    pub memory: Option<String>,
-    pub max_memory: Option<String>,
+    /// Memory at boot, e.g. 512M [default: 512M]
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<Mib>,
+    /// Ceiling for ballooning, e.g. 2G [default: max(memory, 1G)]
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<Mib>,
+    /// vCPUs at boot [default: 1]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_VCPUS as i64))]
     pub vcpus: Option<u32>,
+    /// Ceiling for vCPU hot-plug [default: max(vcpus, 2)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_VCPUS as i64))]
     pub max_vcpus: Option<u32>,
+    /// Base image name (`vmlab image list`) [default: vmlab-alpine]
+    #[arg(long)]
     pub image: Option<String>,
+    /// user: SSH forwarded from 127.0.0.1; nat: libvirt's default network [default: user]
+    #[arg(long, value_enum)]
     pub network: Option<Network>,
+    /// CPU acceleration [default: auto]
+    #[arg(long, value_enum)]
     pub accel: Option<Accel>,
-    pub ssh_timeout_s: Option<u64>,
+    /// Seconds to wait for each VM's SSH [default: 90]
+    #[arg(long = "ssh-timeout", value_name = "SECONDS")]
+    pub ssh_timeout_s: Option<NonZeroU64>,
+    /// VMs provisioned at once (TCG boots are CPU-bound) [default: the host's cores]
+    #[arg(long)]
+    pub jobs: Option<NonZeroU32>,
+}
+
+/// Settings in effect, and which keys came from the file (for error messages).
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub settings: Settings,
+    from_file: BTreeSet<String>,
 }
 
 impl Settings {
-    /// Reads `path`; a missing file is no settings at all.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    /// `self` (flags) wins over `file`, key by key. Done through serde so a
+    /// new setting needs no code here.
+    pub fn over(self, file: Settings) -> Merged {
+        let to_map = |s: &Settings| match serde_json::to_value(s).expect("settings serialize") {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("settings are a struct"),
         };
-        toml::from_str(&text).map_err(|e| {
-            let msg = e.message().to_string();
-            anyhow::anyhow!("{} is invalid: {msg}", path.display())
-        })
+        let mut merged = to_map(&file);
+        let mut from_file: BTreeSet<String> = merged
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (key, value) in to_map(&self) {
+            if !value.is_null() {
+                from_file.remove(&key);
+                merged.insert(key, value);
+            }
+        }
+        let settings = serde_json::from_value(serde_json::Value::Object(merged))
+            .expect("merged settings deserialize");
+        Merged {
+            settings,
+            from_file,
+        }
     }
+}
 
-    /// `self` (flags) wins over `file`.
-    pub fn over(self, file: Settings) -> Settings {
-        Settings {
-            lab: self.lab.or(file.lab),
-            connect: self.connect.or(file.connect),
-            prefix: self.prefix.or(file.prefix),
-            memory: self.memory.or(file.memory),
-            max_memory: self.max_memory.or(file.max_memory),
-            vcpus: self.vcpus.or(file.vcpus),
-            max_vcpus: self.max_vcpus.or(file.max_vcpus),
-            image: self.image.or(file.image),
-            network: self.network.or(file.network),
-            accel: self.accel.or(file.accel),
-            ssh_timeout_s: self.ssh_timeout_s.or(file.ssh_timeout_s),
+impl Merged {
+    /// How the user wrote `key`: `--max-memory`, or `max_memory in vmlab.toml`.
+    fn name(&self, key: &str) -> String {
+        if self.from_file.contains(key) {
+            format!("`{key}` in {CONFIG_FILE}")
+        } else {
+            format!("--{}", key.trim_end_matches("_s").replace('_', "-"))
         }
     }
 
-    /// Fills defaults and validates.
+    /// Fills defaults and checks the settings against each other.
     pub fn resolve(self) -> Result<LabSpec> {
-        let lab = self.lab.unwrap_or_else(|| "default".into());
+        let s = &self.settings;
+        let lab = s.lab.clone().unwrap_or_else(|| DEFAULT_LAB.into());
         check_name("lab", &lab)?;
-        let prefix = self.prefix.unwrap_or_else(|| "vm".into());
-        check_name("prefix", &prefix)?;
-        let memory_mib =
-            parse_size_mib(self.memory.as_deref().unwrap_or("512M")).context("--memory")?;
-        let max_memory_mib = match &self.max_memory {
-            Some(m) => parse_size_mib(m).context("--max-memory")?,
-            None => memory_mib.max(1024),
-        };
-        if memory_mib < 128 {
-            bail!("--memory {memory_mib} MiB is too small for a guest; use at least 128M");
+        if let Some(prefix) = &s.prefix {
+            check_name("prefix", prefix)?;
         }
-        if max_memory_mib < memory_mib {
+        let memory = s.memory.unwrap_or(Mib(512));
+        if memory < Mib(128) {
             bail!(
-                "--max-memory ({max_memory_mib} MiB) is below --memory ({memory_mib} MiB); raise --max-memory"
+                "{} ({memory}) is too small for a guest; use at least 128M",
+                self.name("memory")
             );
         }
-        let vcpus = self.vcpus.unwrap_or(1);
-        let max_vcpus = self.max_vcpus.unwrap_or(vcpus.max(2));
-        if vcpus == 0 {
-            bail!("--vcpus must be at least 1");
+        let max_memory = s.max_memory.unwrap_or(memory.max(Mib(1024)));
+        if max_memory < memory {
+            bail!(
+                "{} ({max_memory}) is below {} ({memory}); raise {}",
+                self.name("max_memory"),
+                self.name("memory"),
+                self.name("max_memory")
+            );
         }
-        if max_vcpus < vcpus || max_vcpus > 64 {
-            bail!("--max-vcpus ({max_vcpus}) must be between --vcpus ({vcpus}) and 64");
+        let vcpus = s.vcpus.unwrap_or(1);
+        let max_vcpus = s.max_vcpus.unwrap_or(vcpus.max(2));
+        if !(1..=MAX_VCPUS).contains(&vcpus) || !(vcpus..=MAX_VCPUS).contains(&max_vcpus) {
+            bail!(
+                "{} ({max_vcpus}) must be between {} ({vcpus}) and {MAX_VCPUS}, and {} at least 1",
+                self.name("max_vcpus"),
+                self.name("vcpus"),
+                self.name("vcpus")
+            );
         }
-        let image = self.image.unwrap_or_else(|| DEFAULT_IMAGE.into());
+        let image = s.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
         check_name("image", &image)?;
-        let ssh_timeout_s = self.ssh_timeout_s.unwrap_or(90);
-        if ssh_timeout_s == 0 {
-            bail!("ssh_timeout_s must be at least 1");
-        }
+        let jobs = s.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |j| j.get() as usize,
+        );
         Ok(LabSpec {
             lab,
-            connect: self.connect.unwrap_or_else(|| DEFAULT_CONNECT.into()),
-            prefix,
-            memory_mib,
-            max_memory_mib,
+            connect: s.connect.clone().unwrap_or_else(|| DEFAULT_CONNECT.into()),
+            prefix: s.prefix.clone(),
+            memory,
+            max_memory,
             vcpus,
             max_vcpus,
             image,
-            network: self.network.unwrap_or(Network::User),
-            accel: self.accel.unwrap_or(Accel::Auto),
-            ssh_timeout_s,
+            network: s.network.unwrap_or(Network::User),
+            accel: s.accel.unwrap_or(Accel::Auto),
+            ssh_timeout_s: s.ssh_timeout_s.map_or(90, NonZeroU64::get),
+            jobs,
+            given: self.settings,
         })
     }
 }
@@ -133,21 +193,80 @@ impl Settings {
 pub struct LabSpec {
     pub lab: String,
     pub connect: String,
-    pub prefix: String,
-    pub memory_mib: u64,
-    pub max_memory_mib: u64,
+    /// As given; the lab's remembered prefix applies otherwise.
+    pub prefix: Option<String>,
+    pub memory: Mib,
+    pub max_memory: Mib,
     pub vcpus: u32,
     pub max_vcpus: u32,
     pub image: String,
     pub network: Network,
     pub accel: Accel,
     pub ssh_timeout_s: u64,
+    pub jobs: usize,
+    /// What the user set explicitly (flags or file), before defaults.
+    pub given: Settings,
 }
 
-impl LabSpec {
-    /// `vm-3` for index 3.
-    pub fn vm_name(&self, index: u32) -> String {
-        format!("{}-{index}", self.prefix)
+/// Where the lab lives: all that commands which only look at a lab need.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Global {
+    pub lab: Option<String>,
+    pub connect: Option<String>,
+}
+
+/// The text of a settings file.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl ConfigFile {
+    /// An explicit `--config FILE` must exist; the implicit `./vmlab.toml` may be absent.
+    pub fn load(explicit: Option<&Path>) -> Result<Option<ConfigFile>> {
+        let path = explicit.unwrap_or(Path::new(CONFIG_FILE));
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Some(ConfigFile {
+                path: path.to_path_buf(),
+                text,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "settings file {} does not exist; check the path given to --config",
+                path.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Every key checked, unknown ones too.
+    pub fn settings(&self) -> Result<Settings> {
+        self.parse()
+    }
+
+    /// Only `lab` and `connect`; the other keys are not looked at.
+    pub fn global(&self) -> Result<Global> {
+        self.parse()
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::from_str(&self.text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = &self.text[..span.start.min(self.text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(":{line}:{column}")
+                })
+                .unwrap_or_default();
+            anyhow!(
+                "{}{at}: {}",
+                self.path.display(),
+                e.message().trim_end_matches('\n').replace('\n', "; ")
+            )
+        })
     }
 }
 
@@ -171,47 +290,90 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_are_a_small_lab() {
-        let spec = Settings::default().resolve().unwrap();
-        assert_eq!(spec.lab, "default");
-        assert_eq!(spec.connect, DEFAULT_CONNECT);
-        assert_eq!((spec.memory_mib, spec.max_memory_mib), (512, 1024));
-        assert_eq!((spec.vcpus, spec.max_vcpus), (1, 2));
-        assert_eq!(spec.network, Network::User);
-        assert_eq!(spec.vm_name(2), "vm-2");
+    fn file(text: &str) -> ConfigFile {
+        ConfigFile {
+            path: PathBuf::from(CONFIG_FILE),
+            text: text.into(),
+        }
+    }
+
+    fn resolve(flags: Settings, file_text: &str) -> Result<LabSpec> {
+        flags.over(file(file_text).settings()?).resolve()
     }
 
     #[test]
-    fn flags_win_over_file() {
-        let file: Settings = toml::from_str(
+    fn defaults_are_a_small_lab() {
+        let spec = resolve(Settings::default(), "").unwrap();
+        assert_eq!(spec.lab, "default");
+        assert_eq!(spec.connect, DEFAULT_CONNECT);
+        assert_eq!((spec.memory, spec.max_memory), (Mib(512), Mib(1024)));
+        assert_eq!((spec.vcpus, spec.max_vcpus), (1, 2));
+        assert_eq!((spec.network, spec.ssh_timeout_s), (Network::User, 90));
+        assert_eq!(spec.given, Settings::default());
+    }
+
+    #[test]
+    fn flags_win_over_file_key_by_key() {
+        let flags = Settings {
+            memory: Some(Mib(768)),
+            ..Settings::default()
+        };
+        let spec = resolve(
+            flags,
             "memory = \"1G\"\nmax_memory = \"4G\"\nprefix = \"lab\"\nnetwork = \"nat\"\nvcpus = 2\n",
         )
         .unwrap();
-        let flags = Settings {
-            memory: Some("768M".into()),
-            ..Settings::default()
-        };
-        let spec = flags.over(file).resolve().unwrap();
-        assert_eq!(spec.memory_mib, 768);
-        assert_eq!(spec.max_memory_mib, 4096);
-        assert_eq!(spec.prefix, "lab");
+        assert_eq!(spec.memory, Mib(768));
+        assert_eq!(spec.max_memory, Mib(4096));
+        assert_eq!(spec.prefix.as_deref(), Some("lab"));
         assert_eq!(spec.network, Network::Nat);
         assert_eq!((spec.vcpus, spec.max_vcpus), (2, 2));
     }
 
     #[test]
-    fn unknown_keys_are_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CONFIG_FILE);
-        std::fs::write(&path, "memroy = \"1G\"\n").unwrap();
-        let err = Settings::load(&path).unwrap_err().to_string();
-        assert!(err.contains("unknown field `memroy`"), "{err}");
+    fn file_errors_point_at_line_and_column() {
+        let err = file("lab = \"x\"\nmemroy = \"1G\"\n")
+            .settings()
+            .unwrap_err()
+            .to_string();
         assert!(
-            Settings::load(&dir.path().join("absent.toml"))
-                .unwrap()
-                .memory
-                .is_none()
+            err.starts_with("vmlab.toml:2:1: unknown field `memroy`"),
+            "{err}"
+        );
+        let err = file("ssh_timeout_s = 0\n")
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("vmlab.toml:1:17: "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        let err = file("memory = \"lots\"\n")
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`lots` is not a size"), "{err}");
+        let err = file("memory = [\n").global().unwrap_err().to_string();
+        assert!(err.starts_with("vmlab.toml:"), "{err}");
+    }
+
+    #[test]
+    fn lab_lookups_ignore_unrelated_keys() {
+        let f = file("lab = \"l\"\nmemory = \"lots\"\nmemroy = 1\n");
+        assert!(f.settings().is_err());
+        let g = f.global().unwrap();
+        assert_eq!(g.lab.as_deref(), Some("l"));
+    }
+
+    #[test]
+    fn an_explicit_missing_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.toml");
+        let err = ConfigFile::load(Some(&missing)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "settings file {} does not exist; check the path given to --config",
+                missing.display()
+            )
         );
     }
 
@@ -233,55 +395,38 @@ mod tests {
     }
 
     #[test]
-    fn invalid_settings_say_what_to_fix() {
+    fn errors_name_the_flag_or_the_file_key_the_value_came_from() {
+        let from_flags = Settings {
+            memory: Some(Mib(1024)),
+            max_memory: Some(Mib(512)),
+            ..Default::default()
+        };
+        let err = resolve(from_flags, "").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--max-memory (512 MiB) is below --memory (1024 MiB); raise --max-memory"
+        );
+        let err = resolve(
+            Settings::default(),
+            "memory = \"1G\"\nmax_memory = \"512M\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "`max_memory` in vmlab.toml (512 MiB) is below `memory` in vmlab.toml (1024 MiB); raise `max_memory` in vmlab.toml"
+        );
         let cases = [
+            ("vcpus = 4\nmax_vcpus = 2\n", "must be between"),
+            ("memory = \"64M\"\n", "too small"),
             (
-                Settings {
-                    memory: Some("1G".into()),
-                    max_memory: Some("512M".into()),
-                    ..Default::default()
-                },
-                "below --memory",
-            ),
-            (
-                Settings {
-                    vcpus: Some(0),
-                    ..Default::default()
-                },
-                "at least 1",
-            ),
-            (
-                Settings {
-                    vcpus: Some(4),
-                    max_vcpus: Some(2),
-                    ..Default::default()
-                },
-                "must be between",
-            ),
-            (
-                Settings {
-                    memory: Some("64M".into()),
-                    ..Default::default()
-                },
-                "too small",
-            ),
-            (
-                Settings {
-                    prefix: Some("vm;rm -rf".into()),
-                    ..Default::default()
-                },
+                "prefix = \"vm;rm -rf\"\n",
                 "prefix `vm;rm -rf` is not allowed",
             ),
-            (
-                Settings {
-                    lab: Some("../x".into()),
-                    ..Default::default()
-                },
-                "lab `../x` is not allowed",
-            ),
+            ("lab = \"../x\"\n", "lab `../x` is not allowed"),
         ];
-        for (settings, expected) in cases {
-            let err = format!("{:#}", settings.resolve().unwrap_err());
+        for (text, expected) in cases {
+            let err = resolve(Settings::default(), text).unwrap_err().to_string();
             assert!(err.contains(expected), "{err} lacks {expected}");
         }
     }

@@ -7,7 +7,7 @@ use crate::host::{self, accel};
 use crate::hypervisor::Hypervisor;
 use crate::hypervisor::libvirt::{Libvirt, START_LIBVIRT};
 use crate::image::store as image;
-use crate::lab::up::HOST_RESERVE_MIB;
+use crate::lab::up::HOST_RESERVE;
 use crate::paths::Home;
 
 /// Free disk below this makes a lab of overlays and logs fragile.
@@ -22,21 +22,23 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-fn pass(name: &'static str, detail: String) -> Check {
-    Check {
-        name,
-        ok: true,
-        detail,
-        fix: None,
+impl Check {
+    pub fn pass(name: &'static str, detail: String) -> Check {
+        Check {
+            name,
+            ok: true,
+            detail,
+            fix: None,
+        }
     }
-}
 
-fn fail(name: &'static str, detail: String, fix: impl Into<String>) -> Check {
-    Check {
-        name,
-        ok: false,
-        detail,
-        fix: Some(fix.into()),
+    pub fn fail(name: &'static str, detail: String, fix: impl Into<String>) -> Check {
+        Check {
+            name,
+            ok: false,
+            detail,
+            fix: Some(fix.into()),
+        }
     }
 }
 
@@ -44,13 +46,16 @@ pub fn checks(home: &Home, spec: &LabSpec) -> Vec<Check> {
     let mut out = Vec::new();
     match Libvirt::connect(&spec.connect) {
         Ok(hv) => {
-            out.push(pass("libvirt", format!("reachable at {}", spec.connect)));
+            out.push(Check::pass(
+                "libvirt",
+                format!("reachable at {}", spec.connect),
+            ));
             out.push(memory_check(&hv, spec));
         }
-        Err(e) => out.push(fail("libvirt", format!("{e:#}"), START_LIBVIRT)),
+        Err(e) => out.push(Check::fail("libvirt", format!("{e:#}"), START_LIBVIRT)),
     }
     if spec.connect == "qemu:///system" && !Path::new("/run/libvirt/virtlogd-sock").exists() {
-        out.push(fail(
+        out.push(Check::fail(
             "virtlogd",
             "not running: domains will fail to start".into(),
             "sudo virtlogd -d",
@@ -58,31 +63,36 @@ pub fn checks(home: &Home, spec: &LabSpec) -> Vec<Check> {
     }
     for program in ["qemu-img", "genisoimage", "ssh-keygen"] {
         out.push(match which::which(program) {
-            Ok(path) => pass(program, path.display().to_string()),
-            Err(_) => fail(program, "not found".into(), host::INSTALL_HINT),
+            Ok(path) => Check::pass(program, path.display().to_string()),
+            Err(_) => Check::fail(program, "not found".into(), host::INSTALL_HINT),
         });
     }
     out.push(match (spec.accel, accel::kvm_unusable_reason()) {
-        (_, None) => pass("acceleration", "KVM usable".into()),
-        (Accel::Kvm, Some(why)) => fail(
+        (_, None) => Check::pass("acceleration", "KVM usable".into()),
+        (Accel::Kvm, Some(why)) => Check::fail(
             "acceleration",
             format!("KVM requested but {why}"),
             "use --accel tcg or auto",
         ),
-        (_, Some(why)) => pass("acceleration", format!("TCG (software emulation): {why}")),
+        (_, Some(why)) => Check::pass("acceleration", format!("TCG (software emulation): {why}")),
     });
     out.push(disk_check(home));
+    if spec.connect == "qemu:///system" {
+        out.push(match home.closed_ancestor() {
+            None => Check::pass(
+                "home",
+                format!("{} reachable by QEMU's user", home.root().display()),
+            ),
+            Some(dir) => Check::fail(
+                "home",
+                format!("QEMU's user cannot enter {}", dir.display()),
+                crate::paths::REACH_HOME,
+            ),
+        });
+    }
     out.push(match image::load(home, &spec.image) {
-        Ok(img) => pass(
-            "image",
-            format!("`{}` at {}", spec.image, img.dir.display()),
-        ),
-        Err(_) if !image::is_installed(home, &spec.image) => fail(
-            "image",
-            format!("`{}` missing", spec.image),
-            image::GET_IMAGE,
-        ),
-        Err(e) => fail("image", format!("{e:#}"), "build or fetch it again"),
+        Ok(img) => Check::pass("image", format!("`{}` at {}", img.id(), img.dir.display())),
+        Err(e) => Check::fail("image", format!("{e:#}"), image::GET_IMAGE),
     });
     out
 }
@@ -90,26 +100,26 @@ pub fn checks(home: &Home, spec: &LabSpec) -> Vec<Check> {
 fn memory_check(hv: &Libvirt, spec: &LabSpec) -> Check {
     match hv.node() {
         Ok(node) => {
-            let free_mib = node.free_kib / 1024;
-            let need = spec.memory_mib + HOST_RESERVE_MIB;
+            let free_mib = node.free.mib().0;
+            let need = spec.memory.0 + HOST_RESERVE.0;
             if free_mib >= need {
-                pass(
+                Check::pass(
                     "memory",
                     format!(
-                        "{free_mib} MiB free, room for {} VMs of {} MiB",
-                        (free_mib - HOST_RESERVE_MIB) / spec.memory_mib,
-                        spec.memory_mib
+                        "{free_mib} MiB free, room for {} VMs of {}",
+                        (free_mib - HOST_RESERVE.0) / spec.memory.0,
+                        spec.memory
                     ),
                 )
             } else {
-                fail(
+                Check::fail(
                     "memory",
                     format!("{free_mib} MiB free, one VM needs {need} MiB with the reserve"),
                     "free memory or use a smaller --memory",
                 )
             }
         }
-        Err(e) => fail("memory", format!("{e:#}"), "check libvirtd"),
+        Err(e) => Check::fail("memory", format!("{e:#}"), "check libvirtd"),
     }
 }
 
@@ -122,14 +132,14 @@ fn disk_check(home: &Home) -> Check {
     }
     match free_disk_mib(&dir) {
         Some(free) if free >= MIN_FREE_DISK_MIB => {
-            pass("disk", format!("{free} MiB free at {}", dir.display()))
+            Check::pass("disk", format!("{free} MiB free at {}", dir.display()))
         }
-        Some(free) => fail(
+        Some(free) => Check::fail(
             "disk",
             format!("{free} MiB free at {}", dir.display()),
             format!("free at least {MIN_FREE_DISK_MIB} MiB or set VMLAB_HOME elsewhere"),
         ),
-        None => fail(
+        None => Check::fail(
             "disk",
             format!("cannot read free space at {}", dir.display()),
             "set VMLAB_HOME to a writable directory",
@@ -164,6 +174,7 @@ mod tests {
             connect: Some("test:///nonexistent/node.xml".into()),
             ..Default::default()
         }
+        .over(Settings::default())
         .resolve()
         .unwrap();
         let checks = checks(&home, &spec);

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod download;
+pub mod files;
 pub mod guest;
 pub mod host;
 pub mod hypervisor;

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::config::Network;
 use crate::lab::state::VmRecord;
+use crate::units::Mib;
 
 /// A lab state record with the default sizes.
 pub fn vm_record(name: &str) -> VmRecord {
@@ -11,10 +12,11 @@ pub fn vm_record(name: &str) -> VmRecord {
         name: name.into(),
         uuid: None,
         image: "img".into(),
+        image_version: "0123456789ab".into(),
         network: Network::User,
         ssh_port: 40000,
-        memory_mib: 512,
-        max_memory_mib: 1024,
+        memory: Mib(512),
+        max_memory: Mib(1024),
         vcpus: 1,
         max_vcpus: 2,
         ssh_user: "root".into(),

@@ -1,5 +1,5 @@
 //! The real binary: argument errors and refusals, each one line on stderr,
-//! exit code 1 or 2, nothing created.
+//! exit code 2 (usage) or 125 (vmlab could not do it), nothing created.
 
 use assert_cmd::Command;
 
@@ -8,6 +8,7 @@ fn vmlab(home: &std::path::Path) -> Command {
     cmd.env("VMLAB_HOME", home)
         .env_remove("VMLAB_CONNECT")
         .env_remove("VMLAB_LAB")
+        .env_remove("VMLAB_CONFIG")
         .current_dir(home.parent().unwrap());
     cmd
 }
@@ -43,26 +44,36 @@ fn count_must_be_a_positive_number() {
 fn bad_sizes_and_names_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], i32, &str); 5] = [
         (
             &["up", "1", "--memory", "1G", "--max-memory", "512M"],
+            125,
             "error: --max-memory (512 MiB) is below --memory (1024 MiB); raise --max-memory\n",
         ),
         (
             &["up", "1", "--memory", "lots"],
-            "error: --memory: `lots` is not a size; write it like 512M, 2G or 1536MiB\n",
+            2,
+            "error: invalid value 'lots' for '--memory <SIZE>': `lots` is not a size; write it like 512M, 2G or 1536MiB\n",
         ),
         (
             &["up", "1", "--prefix", "a;b"],
+            125,
             "error: prefix `a;b` is not allowed; use letters, digits, `-`, `_` or `.` (start with a letter or digit, at most 40)\n",
         ),
         (
             &["--lab", "../x", "status"],
+            125,
             "error: lab `../x` is not allowed; use letters, digits, `-`, `_` or `.` (start with a letter or digit, at most 40)\n",
         ),
+        (
+            &["up", "1", "--ssh-timeout", "0"],
+            2,
+            "error: invalid value '0' for '--ssh-timeout <SECONDS>': number would be zero for non-zero type\n",
+        ),
     ];
-    for (args, expected) in cases {
-        assert_eq!(stderr_of(vmlab(&home).args(args), 1), expected, "{args:?}");
+    for (args, code, expected) in cases {
+        let err = stderr_of(vmlab(&home).args(args), code);
+        assert!(err.starts_with(expected), "{args:?}: {err}");
     }
     assert!(!home.exists());
 }
@@ -77,7 +88,7 @@ fn stopped_libvirt_says_how_to_start_it() {
             "qemu+unix:///system?socket=/nonexistent/sock",
             "status",
         ]),
-        1,
+        125,
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -98,7 +109,7 @@ fn missing_image_is_refused() {
     let connect = format!("test://{}", node.display());
     let err = stderr_of(
         vmlab(&home).args(["--connect", &connect, "up", "2", "--image", "nope"]),
-        1,
+        125,
     );
     assert_eq!(
         err,
@@ -114,15 +125,12 @@ fn missing_image_is_refused() {
 fn config_file_is_read_and_validated() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    std::fs::write(
-        dir.path().join("vmlab.toml"),
-        "memory = \"2G\"\nmax_memory = \"1G\"\n",
-    )
-    .unwrap();
-    let err = stderr_of(vmlab(&home).args(["up", "1"]), 1);
+    let config = dir.path().join("vmlab.toml");
+    std::fs::write(&config, "memory = \"2G\"\nmax_memory = \"1G\"\n").unwrap();
+    let err = stderr_of(vmlab(&home).args(["up", "1"]), 125);
     assert_eq!(
         err,
-        "error: --max-memory (1024 MiB) is below --memory (2048 MiB); raise --max-memory\n"
+        "error: `max_memory` in vmlab.toml (1024 MiB) is below `memory` in vmlab.toml (2048 MiB); raise `max_memory` in vmlab.toml\n"
     );
     // Flags win over the file.
     let err = stderr_of(
@@ -136,17 +144,67 @@ fn config_file_is_read_and_validated() {
             "--connect",
             "test:///default",
         ]),
-        1,
+        125,
     );
     assert!(
         err.starts_with("error: image `nope` is not installed"),
         "{err}"
     );
-    std::fs::write(dir.path().join("vmlab.toml"), "memroy = \"2G\"\n").unwrap();
-    let err = stderr_of(vmlab(&home).args(["status"]), 1);
+    // Errors in the file point at their line and column.
+    std::fs::write(&config, "lab = \"x\"\nmemroy = \"2G\"\n").unwrap();
+    let err = stderr_of(vmlab(&home).args(["up", "1"]), 125);
     assert!(
-        err.starts_with("error: ") && err.contains("vmlab.toml is invalid: unknown field `memroy`"),
+        err.starts_with("error: vmlab.toml:2:1: unknown field `memroy`"),
         "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::write(&config, "ssh_timeout_s = 0\n").unwrap();
+    let err = stderr_of(vmlab(&home).args(["up", "1"]), 125);
+    assert!(err.starts_with("error: vmlab.toml:1:17: "), "{err}");
+}
+
+#[test]
+fn a_bad_unrelated_key_does_not_lock_the_user_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(
+        dir.path().join("vmlab.toml"),
+        "lab = \"mine\"\nmemory = \"lots\"\nmemroy = 1\n",
+    )
+    .unwrap();
+    for args in [&["status"][..], &["down"]] {
+        let out = vmlab(&home)
+            .args(["--connect", "test:///default"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("lab `mine` has no VMs"),
+            "{args:?}: the file's lab must still apply"
+        );
+    }
+}
+
+#[test]
+fn an_explicit_config_file_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let missing = dir.path().join("nope.toml");
+    let err = stderr_of(
+        vmlab(&home).args(["--config", missing.to_str().unwrap(), "status"]),
+        125,
+    );
+    assert_eq!(
+        err,
+        format!(
+            "error: settings file {} does not exist; check the path given to --config\n",
+            missing.display()
+        )
     );
 }
 
@@ -156,7 +214,7 @@ fn down_and_console_of_unknown_vms() {
     let home = dir.path().join("home");
     let err = stderr_of(
         vmlab(&home).args(["--connect", "test:///default", "down", "vm-7"]),
-        1,
+        125,
     );
     assert_eq!(
         err,
@@ -171,7 +229,7 @@ fn down_and_console_of_unknown_vms() {
         String::from_utf8_lossy(&out.stdout),
         "lab `default` has no VMs\n"
     );
-    let err = stderr_of(vmlab(&home).args(["console", "vm-1"]), 1);
+    let err = stderr_of(vmlab(&home).args(["console", "vm-1"]), 125);
     assert!(
         err.starts_with("error: no console log for `vm-1` at "),
         "{err}"

@@ -3,8 +3,10 @@
 //! `cargo test --test e2e -- --ignored --test-threads=1` (`just test` does):
 //! they need libvirtd and root, and they load the host.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -50,7 +52,9 @@ fn raw(home: &Path, lab: &str, args: &[&str]) -> Command {
     cmd.env("VMLAB_HOME", home)
         .env("VMLAB_LAB", lab)
         .env("VMLAB_CONNECT", CONNECT)
+        .env_remove("VMLAB_CONFIG")
         .current_dir(home)
+        .timeout(Duration::from_secs(300))
         .args(args);
     cmd
 }
@@ -74,12 +78,11 @@ impl TestLab {
     }
 
     fn vmlab(&self, args: &[&str]) -> Run {
-        let out = raw(home(), self.lab, args).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run(&mut self.cmd(args))
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        raw(home(), self.lab, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -92,35 +95,70 @@ impl TestLab {
         run.stdout
     }
 
+    /// Runs a command that must be refused: exit 125, one line on stderr.
+    fn refused(&self, args: &[&str], starts_with: &str) {
+        let run = self.vmlab(args);
+        assert_eq!(run.code, 125, "{args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.starts_with(starts_with),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+    }
+
     fn status(&self) -> Vec<Value> {
-        serde_json::from_str::<Value>(&self.ok(&["status", "--json"]))
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        let doc: Value = serde_json::from_str(&self.ok(&["status", "--json"])).unwrap();
+        assert_eq!(doc["schema"], 1);
+        doc["vms"].as_array().unwrap().clone()
     }
 
     fn ports(&self) -> Vec<u16> {
         self.status()
             .iter()
-            .map(|v| {
-                v["ssh"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit(':')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            })
+            .map(|v| v["ssh_port"].as_u64().unwrap() as u16)
             .collect()
     }
 }
 
+fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 impl Drop for TestLab {
+    /// A failed test shows what each of its guests printed on the console.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let vms = home().join("labs").join(self.lab).join("vms");
+            for entry in std::fs::read_dir(vms).into_iter().flatten().flatten() {
+                let log =
+                    std::fs::read_to_string(entry.path().join("console.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!(
+                    "--- console of {} (last {} lines) ---",
+                    entry.file_name().to_string_lossy(),
+                    tail.len()
+                );
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
         self.vmlab(&["down"]);
     }
+}
+
+/// The user QEMU runs as for a running domain.
+fn qemu_uid(domain: &str) -> u32 {
+    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{domain}.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    uid.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn virsh(args: &[&str]) -> String {
@@ -181,6 +219,9 @@ fn lab_lifecycle_up_ssh_idempotent_grow_down() {
     assert_eq!(lab.ok(&["ssh", "e2e-2", "--", "hostname"]).trim(), "e2e-2");
     let os = lab.ok(&["ssh", "e2e-1", "--", "cat /etc/os-release"]);
     assert!(os.contains("Alpine Linux"), "{os}");
+    for vm in ["e2e-1", "e2e-2"] {
+        assert_ne!(qemu_uid(vm), 0, "QEMU of {vm} runs as root");
+    }
     let failing = lab.vmlab(&["ssh", "e2e-1", "--", "echo out; echo err >&2; exit 7"]);
     assert_eq!(
         (
@@ -205,14 +246,7 @@ fn lab_lifecycle_up_ssh_idempotent_grow_down() {
         lab.ports(),
         before
             .iter()
-            .map(|v| v["ssh"]
-                .as_str()
-                .unwrap()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse::<u16>()
-                .unwrap())
+            .map(|v| v["ssh_port"].as_u64().unwrap() as u16)
             .collect::<Vec<_>>()
     );
 
@@ -236,7 +270,9 @@ fn lab_lifecycle_up_ssh_idempotent_grow_down() {
         "overlays, seeds or state left behind"
     );
     assert!(
-        home().join("images/vmlab-alpine/disk.qcow2").exists(),
+        home()
+            .join("images/vmlab-alpine/current/disk.qcow2")
+            .exists(),
         "down must keep the base image"
     );
     for p in ports {
@@ -251,7 +287,7 @@ fn stopped_vm_comes_back_and_unreachable_vm_is_retried() {
     let args = ["--prefix", "e2r"];
     // 1 s is too short for any guest here: both fail, named, with console lines.
     let run = lab.vmlab(&["up", "2", args[0], args[1], "--ssh-timeout", "1"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.code, 125, "{}", run.stdout);
     assert!(
         run.stderr.contains("\nerror: 2 of 2 VMs failed:\n"),
         "{}",
@@ -297,7 +333,7 @@ fn foreign_domain_is_never_touched() {
     let refused = lab.vmlab(&["up", "2", "--prefix", "e2f"]);
     let stillthere = domains_named("e2f-");
     virsh(&["undefine", "e2f-2"]);
-    assert_eq!(refused.code, 1);
+    assert_eq!(refused.code, 125);
     assert_eq!(
         refused.stderr,
         "error: domain name(s) `e2f-2` already taken by VMs vmlab did not create; choose another prefix with --prefix\n"
@@ -374,35 +410,215 @@ fn guest_reports_balloon_stats_and_onlines_hotplugged_vcpus() {
 #[ignore = "needs libvirtd (just test)"]
 fn overcommit_and_missing_image_are_refused_on_the_real_host() {
     let lab = TestLab::new("e2e-refuse");
-    let run = lab.vmlab(&[
-        "up",
-        "200",
-        "--prefix",
-        "e2o",
-        "--memory",
-        "64G",
-        "--max-memory",
-        "64G",
-    ]);
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr
-            .starts_with("error: 200 × 65536 MiB = 13107200 MiB does not fit: the host has "),
-        "{}",
-        run.stderr
+    lab.refused(
+        &[
+            "up",
+            "200",
+            "--prefix",
+            "e2o",
+            "--memory",
+            "8G",
+            "--max-memory",
+            "8G",
+        ],
+        "error: 200 × 8192 MiB = 1638400 MiB does not fit: the host has ",
     );
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    let run = lab.vmlab(&["up", "1", "--prefix", "e2o", "--image", "no-such-image"]);
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr
-            .starts_with("error: image `no-such-image` is not installed"),
-        "{}",
-        run.stderr
+    // A ceiling QEMU would only reject at boot is refused before anything exists.
+    lab.refused(
+        &["up", "1", "--prefix", "e2o", "--max-memory", "1T"],
+        "error: max memory 1024.0 GiB is more than this host has (",
+    );
+    lab.refused(
+        &["up", "1", "--prefix", "e2o", "--image", "no-such-image"],
+        "error: image `no-such-image` is not installed",
     );
     assert!(domains_named("e2o-").is_empty());
     assert!(
         !home().join("labs/e2e-refuse").exists(),
         "refused up left files"
     );
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn ssh_forwards_stdin_passes_exit_status_and_needs_no_libvirt() {
+    let lab = TestLab::new("e2e-ssh");
+    lab.ok(&["up", "1", "--prefix", "e2s"]);
+    let piped = run(lab
+        .cmd(&["ssh", "e2s-1", "--", "cat"])
+        .write_stdin("hi\nthere\n"));
+    assert_eq!((piped.code, piped.stdout.as_str()), (0, "hi\nthere\n"));
+    // stdin is /dev/null here (assert_cmd's default): EOF at once, so the
+    // command returns instead of waiting for input forever.
+    let closed = run(lab
+        .cmd(&["ssh", "e2s-1", "--", "cat; echo done"])
+        .timeout(Duration::from_secs(30)));
+    assert_eq!((closed.code, closed.stdout.as_str()), (0, "done\n"));
+    let big: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let counted = run(lab.cmd(&["ssh", "e2s-1", "--", "wc -l"]).write_stdin(big));
+    assert_eq!(counted.stdout.trim(), "20000");
+
+    let killed = lab.vmlab(&["ssh", "e2s-1", "--", "kill -9 $$"]);
+    assert_eq!(killed.code, 255, "a signal is a failure, as with OpenSSH");
+    assert_eq!(
+        killed.stderr,
+        "vmlab: the command in e2s-1 was killed by signal KILL\n"
+    );
+    let unknown = lab.vmlab(&["ssh", "e2s-9", "--", "true"]);
+    assert_eq!(unknown.code, 125, "vmlab's own failure has its own code");
+    assert_eq!(
+        unknown.stderr,
+        "error: lab `e2e-ssh` has no VM `e2s-9`; `vmlab status` lists them\n"
+    );
+    // libvirtd unreachable: the guest still answers, so ssh still works.
+    let no_libvirt = run(lab.cmd(&["ssh", "e2s-1", "--", "hostname"]).env(
+        "VMLAB_CONNECT",
+        "qemu+unix:///system?socket=/nonexistent/sock",
+    ));
+    assert_eq!(
+        (no_libvirt.code, no_libvirt.stdout.as_str()),
+        (0, "e2s-1\n")
+    );
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn a_frozen_guest_or_a_changed_host_key_fails_instead_of_hanging() {
+    let lab = TestLab::new("e2e-frozen");
+    lab.ok(&["up", "1", "--prefix", "e2z"]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmlab"))
+        .env("VMLAB_HOME", home())
+        .env("VMLAB_LAB", "e2e-frozen")
+        .env("VMLAB_CONNECT", CONNECT)
+        .args(["ssh", "e2z-1", "--", "echo started; sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "started\n");
+    virsh(&["suspend", "e2z-1"]);
+    let frozen_at = Instant::now();
+    let status = wait_until("vmlab ssh to give up", Duration::from_secs(90), || {
+        child.try_wait().unwrap()
+    });
+    let waited = frozen_at.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.starts_with("error: e2z-1 stopped answering SSH"),
+        "{stderr}"
+    );
+    eprintln!(
+        "gave up {:.1} s after the guest froze",
+        waited.as_secs_f64()
+    );
+    let paused = lab.vmlab(&["ssh", "e2z-1", "--", "true"]);
+    assert_eq!(paused.code, 125);
+    assert!(
+        paused
+            .stderr
+            .starts_with("error: `e2z-1` is paused; resume it with"),
+        "{}",
+        paused.stderr
+    );
+    virsh(&["resume", "e2z-1"]);
+    assert_eq!(lab.ok(&["ssh", "e2z-1", "--", "echo", "back"]), "back\n");
+
+    // A changed host key is named as such, at once, by up and by ssh.
+    let pinned = home().join("labs/e2e-frozen/vms/e2z-1/host_key");
+    let good = std::fs::read_to_string(&pinned).unwrap();
+    std::fs::write(&pinned, good.replace("AAAA", "BBBB")).unwrap();
+    let started = Instant::now();
+    let up = lab.vmlab(&["up", "1", "--prefix", "e2z"]);
+    assert_eq!(up.code, 125);
+    assert!(
+        up.stderr
+            .contains("e2z-1: host key of e2z-1 changed since first contact"),
+        "{}",
+        up.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "up waited for its SSH timeout"
+    );
+    let ssh = lab.vmlab(&["ssh", "e2z-1", "--", "true"]);
+    assert!(
+        ssh.stderr.starts_with("error: host key of e2z-1 changed"),
+        "{}",
+        ssh.stderr
+    );
+    std::fs::write(&pinned, good).unwrap();
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn a_stopped_vm_whose_port_was_taken_starts_on_a_new_one() {
+    let lab = TestLab::new("e2e-port");
+    lab.ok(&["up", "1", "--prefix", "e2p"]);
+    let old = lab.ports()[0];
+    virsh(&["destroy", "e2p-1"]);
+    let thief = std::net::TcpListener::bind(("127.0.0.1", old)).unwrap();
+    let again = lab.vmlab(&["up", "1", "--prefix", "e2p"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let new = lab.ports()[0];
+    assert_ne!(new, old);
+    assert!(
+        again.stderr.contains(&format!(
+            "warning: e2p-1: SSH port {old} is taken by another program; moved to {new}"
+        )),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(lab.ok(&["ssh", "e2p-1", "--", "echo", "ok"]), "ok\n");
+    drop(thief);
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn rebuilding_the_image_never_touches_running_vms() {
+    let lab = TestLab::new("e2e-image");
+    lab.ok(&["up", "1", "--prefix", "e2i"]);
+    let list = || -> Vec<Value> {
+        let doc: Value = serde_json::from_str(&lab.ok(&["image", "list", "--json"])).unwrap();
+        doc["images"].as_array().unwrap().clone()
+    };
+    let before = list();
+    let old = before.iter().find(|i| i["current"] == true).unwrap()["version"].clone();
+    lab.ok(&["image", "build", "--rootfs", rootfs().to_str().unwrap()]);
+    let after = list();
+    let new = after.iter().find(|i| i["current"] == true).unwrap()["version"].clone();
+    assert_ne!(old, new, "a rebuild is a new version");
+    let old_row = after.iter().find(|i| i["version"] == old).unwrap();
+    assert!(
+        old_row["used_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == "e2e-image/e2i-1"),
+        "{old_row}"
+    );
+    // The running guest reads its whole disk (base included) without error.
+    let read = lab.vmlab(&[
+        "ssh",
+        "e2i-1",
+        "--",
+        "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=1M 2>&1 | tail -1",
+    ]);
+    assert_eq!(read.code, 0, "{}", read.stderr);
+    let old_id = format!("vmlab-alpine@{}", old.as_str().unwrap());
+    let refused = lab.vmlab(&["image", "rm", &old_id]);
+    assert_eq!(refused.code, 125);
+    assert!(
+        refused.stderr.contains("is used by e2e-image/e2i-1"),
+        "{}",
+        refused.stderr
+    );
+    lab.ok(&["down"]);
+    let pruned = lab.ok(&["image", "prune"]);
+    assert!(pruned.contains(&old_id), "{pruned}");
 }

@@ -7,13 +7,15 @@ use std::path::Path;
 use vmlab::config::{Network, Settings};
 use vmlab::hypervisor::libvirt::Libvirt;
 use vmlab::hypervisor::{Hypervisor, PowerState};
-use vmlab::image::store::{self as image, Manifest};
+use vmlab::image::store::{self as image, Image, Manifest};
 use vmlab::lab::Lab;
 use vmlab::lab::down::down;
+use vmlab::lab::lock;
 use vmlab::lab::state::LabState;
-use vmlab::lab::status::status;
-use vmlab::lab::up::{Step, UpRequest, up};
+use vmlab::lab::status::{VmState, status};
+use vmlab::lab::up::{Stage, Step, UpReport, UpRequest, up};
 use vmlab::paths::Home;
+use vmlab::units::Mib;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -35,31 +37,32 @@ fn fixture(memory_mib: u64, foreign: &[&str]) -> Fixture {
     let node_path = dir.path().join("node.xml");
     std::fs::write(&node_path, node).unwrap();
     let home = Home::new(dir.path().join("home"));
-    install_tiny_image(&home);
+    install_tiny_image(&home, "64M");
     let hv = Libvirt::connect(&format!("test://{}", node_path.display())).unwrap();
     Fixture { dir, home, hv }
 }
 
-fn install_tiny_image(home: &Home) {
-    let dir = home.image_dir("tiny");
-    std::fs::create_dir_all(&dir).unwrap();
+/// A new version of the image `tiny` (a blank qcow2 of `size`).
+fn install_tiny_image(home: &Home, size: &str) -> Image {
+    let staging = image::stage(home, "tiny").unwrap();
     let status = std::process::Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
-        .arg(dir.join("disk.qcow2"))
-        .arg("64M")
+        .arg(staging.dir().join("disk.qcow2"))
+        .arg(size)
         .status()
         .unwrap();
     assert!(status.success());
-    let manifest = Manifest {
-        name: "tiny".into(),
-        disk: "disk.qcow2".into(),
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        source: "test".into(),
-        ssh_user: "alpine".into(),
-    };
-    image::install(home, &manifest).unwrap();
+    staging
+        .install(&Manifest {
+            name: "tiny".into(),
+            disk: "disk.qcow2".into(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            source: "test".into(),
+            ssh_user: "alpine".into(),
+        })
+        .unwrap()
 }
 
 fn request(count: u32, extra: Settings) -> UpRequest {
@@ -67,6 +70,7 @@ fn request(count: u32, extra: Settings) -> UpRequest {
         image: Some("tiny".into()),
         ..extra
     }
+    .over(Settings::default())
     .resolve()
     .unwrap();
     UpRequest {
@@ -76,7 +80,19 @@ fn request(count: u32, extra: Settings) -> UpRequest {
     }
 }
 
-fn no_progress(_: &str, _: &str) {}
+fn no_progress(_: &str, _: Stage) {}
+
+fn up_ok(lab: &Lab, count: u32, extra: Settings) -> UpReport {
+    let report = up(lab, &request(count, extra), &no_progress).unwrap();
+    for o in &report.outcomes {
+        assert!(o.result.is_ok(), "{}: {:?}", o.name, o.result);
+    }
+    report
+}
+
+fn steps(report: &UpReport) -> Vec<Step> {
+    report.outcomes.iter().map(|o| o.step).collect()
+}
 
 fn names(hv: &Libvirt) -> Vec<String> {
     hv.domains().unwrap().into_iter().map(|d| d.name).collect()
@@ -98,17 +114,13 @@ fn tree(dir: &Path) -> Vec<String> {
 fn up_defines_marked_domains_and_is_idempotent() {
     let f = fixture(8192, &["foreign"]);
     let lab = Lab::new(&f.hv, &f.home, "default");
-    let first = up(&lab, &request(2, Settings::default()), &no_progress).unwrap();
-    assert_eq!(
-        first.iter().map(|o| o.step).collect::<Vec<_>>(),
-        [Step::Create, Step::Create]
-    );
-    assert!(first.iter().all(|o| o.result.is_ok()));
+    let first = up_ok(&lab, 2, Settings::default());
+    assert_eq!(steps(&first), [Step::Create, Step::Create]);
     assert_eq!(names(&f.hv), ["foreign", "vm-1", "vm-2"]);
     for vm in ["vm-1", "vm-2"] {
         let d = f.hv.domain(vm).unwrap().unwrap();
         assert_eq!(d.state, PowerState::Running);
-        assert_eq!(d.owner, Some(lab.owner()));
+        assert!(lab.owns(&d));
         let files = tree(&lab.paths.vm(vm).dir);
         assert_eq!(files, ["domain.xml", "overlay.qcow2", "seed.iso"]);
     }
@@ -119,22 +131,16 @@ fn up_defines_marked_domains_and_is_idempotent() {
     // The login user comes from the image (Alpine's cloud images use `alpine`).
     assert_eq!(lab.ssh_target(&state.vms[0]).user, "alpine");
 
-    let again = up(&lab, &request(2, Settings::default()), &no_progress).unwrap();
-    assert_eq!(
-        again.iter().map(|o| o.step).collect::<Vec<_>>(),
-        [Step::Check, Step::Check]
-    );
+    let again = up_ok(&lab, 2, Settings::default());
+    assert_eq!(steps(&again), [Step::Check, Step::Check]);
     assert_eq!(
         LabState::load(&lab.paths).unwrap(),
         state,
         "second up changed the state"
     );
 
-    let more = up(&lab, &request(3, Settings::default()), &no_progress).unwrap();
-    assert_eq!(
-        more.iter().map(|o| o.step).collect::<Vec<_>>(),
-        [Step::Check, Step::Check, Step::Create]
-    );
+    let more = up_ok(&lab, 3, Settings::default());
+    assert_eq!(steps(&more), [Step::Check, Step::Check, Step::Create]);
     assert_eq!(names(&f.hv), ["foreign", "vm-1", "vm-2", "vm-3"]);
 }
 
@@ -146,7 +152,7 @@ fn nat_vms_get_the_libvirt_network_and_no_port() {
         network: Some(Network::Nat),
         ..Default::default()
     };
-    up(&lab, &request(1, extra), &no_progress).unwrap();
+    up_ok(&lab, 1, extra);
     let record = LabState::load(&lab.paths).unwrap().vms.remove(0);
     assert_eq!((record.network, record.ssh_port), (Network::Nat, 0));
     let xml = std::fs::read_to_string(lab.paths.vm("vm-1").domain_xml()).unwrap();
@@ -154,22 +160,22 @@ fn nat_vms_get_the_libvirt_network_and_no_port() {
         xml.contains("<source network='default'/>") && !xml.contains("hostfwd"),
         "{xml}"
     );
-    assert_eq!(status(&lab).unwrap()[0].ssh, None);
+    assert_eq!(status(&lab).unwrap().vms[0].ssh_port, None);
 }
 
 #[test]
 fn stopped_vm_is_started_again_with_its_uuid() {
     let f = fixture(8192, &[]);
     let lab = Lab::new(&f.hv, &f.home, "default");
-    up(&lab, &request(1, Settings::default()), &no_progress).unwrap();
+    up_ok(&lab, 1, Settings::default());
     let uuid = f.hv.domain("vm-1").unwrap().unwrap().uuid;
     f.hv.destroy("vm-1").unwrap();
     assert_eq!(
         f.hv.domain("vm-1").unwrap().unwrap().state,
         PowerState::Shutoff
     );
-    let outcome = up(&lab, &request(1, Settings::default()), &no_progress).unwrap();
-    assert_eq!(outcome[0].step, Step::Start);
+    let outcome = up_ok(&lab, 1, Settings::default());
+    assert_eq!(steps(&outcome), [Step::Start]);
     let d = f.hv.domain("vm-1").unwrap().unwrap();
     assert_eq!((d.state, d.uuid), (PowerState::Running, uuid));
 }
@@ -179,22 +185,25 @@ fn status_reports_vcpus_and_memory() {
     let f = fixture(8192, &[]);
     let lab = Lab::new(&f.hv, &f.home, "default");
     let extra = Settings {
-        memory: Some("256M".into()),
-        max_memory: Some("768M".into()),
+        memory: Some(Mib(256)),
+        max_memory: Some(Mib(768)),
         vcpus: Some(1),
         max_vcpus: Some(3),
         ..Default::default()
     };
-    up(&lab, &request(1, extra), &no_progress).unwrap();
-    let vms = status(&lab).unwrap();
+    up_ok(&lab, 1, extra);
+    let vms = status(&lab).unwrap().vms;
     assert_eq!(vms.len(), 1);
     let s = &vms[0];
-    assert_eq!(s.state, "running");
+    assert_eq!(s.state, VmState::Running);
     assert_eq!((s.vcpus_current, s.vcpus_max), (Some(1), Some(3)));
     assert_eq!(s.memory_max_mib, Some(768));
     assert_eq!(s.memory_actual_mib, Some(256));
     let port = LabState::load(&lab.paths).unwrap().vms[0].ssh_port;
-    assert_eq!(s.ssh.as_deref(), Some(format!("127.0.0.1:{port}").as_str()));
+    assert_eq!(
+        (s.ssh_host.as_deref(), s.ssh_port),
+        (Some("127.0.0.1"), Some(port))
+    );
 }
 
 #[test]
@@ -229,7 +238,7 @@ fn memory_overcommit_is_refused_before_anything_is_created() {
         &request(
             3,
             Settings {
-                memory: Some("512M".into()),
+                memory: Some(Mib(512)),
                 ..Default::default()
             },
         ),
@@ -250,10 +259,10 @@ fn a_stopped_vm_counts_with_its_own_memory() {
     let f = fixture(2048, &[]);
     let lab = Lab::new(&f.hv, &f.home, "default");
     let big = Settings {
-        memory: Some("1G".into()),
+        memory: Some(Mib(1024)),
         ..Default::default()
     };
-    up(&lab, &request(1, big), &no_progress).unwrap();
+    up_ok(&lab, 1, big);
     f.hv.destroy("vm-1").unwrap();
     // Restarting vm-1 (1024 MiB) and adding vm-2 (512 MiB) leaves under the reserve.
     let err = up(&lab, &request(2, Settings::default()), &no_progress)
@@ -279,6 +288,7 @@ fn missing_image_is_refused_before_anything_is_created() {
             image: Some("nope".into()),
             ..Default::default()
         }
+        .over(Settings::default())
         .resolve()
         .unwrap(),
         count: 1,
@@ -295,19 +305,15 @@ fn down_removes_only_this_labs_vms_and_files() {
     let f = fixture(8192, &["foreign"]);
     let lab = Lab::new(&f.hv, &f.home, "default");
     let other = Lab::new(&f.hv, &f.home, "other");
-    up(&lab, &request(2, Settings::default()), &no_progress).unwrap();
-    up(
+    up_ok(&lab, 2, Settings::default());
+    up_ok(
         &other,
-        &request(
-            1,
-            Settings {
-                prefix: Some("o".into()),
-                ..Default::default()
-            },
-        ),
-        &no_progress,
-    )
-    .unwrap();
+        1,
+        Settings {
+            prefix: Some("o".into()),
+            ..Default::default()
+        },
+    );
 
     let err = down(&lab, &["foreign".into()]).unwrap_err().to_string();
     assert_eq!(
@@ -330,16 +336,16 @@ fn down_removes_only_this_labs_vms_and_files() {
         "a refused down touched something"
     );
 
-    assert_eq!(down(&lab, &["vm-2".into()]).unwrap(), ["vm-2"]);
+    assert_eq!(down(&lab, &["vm-2".into()]).unwrap().removed, ["vm-2"]);
     assert_eq!(names(&f.hv), ["foreign", "o-1", "vm-1"]);
     assert!(!lab.paths.vm("vm-2").dir.exists());
     assert!(lab.paths.dir.exists(), "lab still has vm-1");
 
-    assert_eq!(down(&lab, &[]).unwrap(), ["vm-1"]);
+    assert_eq!(down(&lab, &[]).unwrap().removed, ["vm-1"]);
     assert_eq!(names(&f.hv), ["foreign", "o-1"]);
     assert!(!lab.paths.dir.exists(), "down left the lab directory");
     assert!(
-        f.home.image_dir("tiny").join("disk.qcow2").exists(),
+        image::load(&f.home, "tiny").unwrap().disk().exists(),
         "down must keep the base image"
     );
     assert_eq!(
@@ -347,7 +353,7 @@ fn down_removes_only_this_labs_vms_and_files() {
         PowerState::Running
     );
     assert!(
-        down(&lab, &[]).unwrap().is_empty(),
+        down(&lab, &[]).unwrap().removed.is_empty(),
         "down of an empty lab is a no-op"
     );
     drop(f.dir);
@@ -357,11 +363,287 @@ fn down_removes_only_this_labs_vms_and_files() {
 fn down_also_finds_marked_domains_missing_from_the_state() {
     let f = fixture(8192, &[]);
     let lab = Lab::new(&f.hv, &f.home, "default");
-    up(&lab, &request(2, Settings::default()), &no_progress).unwrap();
+    up_ok(&lab, 2, Settings::default());
     // As after a crash between define and saving the state.
     let mut state = LabState::load(&lab.paths).unwrap();
     state.remove("vm-2");
     state.save(&lab.paths).unwrap();
-    assert_eq!(down(&lab, &[]).unwrap(), ["vm-1", "vm-2"]);
+    assert_eq!(down(&lab, &[]).unwrap().removed, ["vm-1", "vm-2"]);
     assert!(names(&f.hv).is_empty());
+}
+
+#[test]
+fn lost_state_never_orphans_the_rest_of_the_lab() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 2, Settings::default());
+    std::fs::remove_file(lab.paths.state()).unwrap();
+
+    assert_eq!(down(&lab, &["vm-1".into()]).unwrap().removed, ["vm-1"]);
+    assert_eq!(names(&f.hv), ["vm-2"]);
+    assert!(
+        lab.paths.vm("vm-2").overlay().exists() && lab.paths.ssh_key().exists(),
+        "down vm-1 deleted files vm-2 still uses"
+    );
+    let vms = status(&lab).unwrap().vms;
+    assert_eq!(vms.len(), 1, "status lost vm-2");
+    assert_eq!(vms[0].name, "vm-2");
+
+    // No loop: up adopts vm-2 and recreates vm-1.
+    assert_eq!(
+        steps(&up_ok(&lab, 2, Settings::default())),
+        [Step::Create, Step::Check]
+    );
+    assert_eq!(down(&lab, &["vm-2".into()]).unwrap().removed, ["vm-2"]);
+    assert_eq!(down(&lab, &[]).unwrap().removed, ["vm-1"]);
+    assert!(names(&f.hv).is_empty());
+    assert!(!lab.paths.dir.exists());
+}
+
+#[test]
+fn any_mix_of_lost_state_stopped_vanished_and_missing_disks_converges() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 3, Settings::default());
+    let uuid_2 = f.hv.domain("vm-2").unwrap().unwrap().uuid;
+    f.hv.destroy("vm-1").unwrap(); // stopped
+    std::fs::remove_file(lab.paths.vm("vm-1").overlay()).unwrap(); // and its disk lost
+    f.hv.destroy("vm-2").unwrap();
+    f.hv.undefine("vm-2").unwrap(); // vanished from libvirt, files kept
+    std::fs::write(lab.paths.state(), "{ corrupt").unwrap(); // state unreadable
+
+    // vm-2's record is gone with the state and its domain is gone: only its
+    // files remain, and status/down must still see them.
+    let report = up_ok(&lab, 3, Settings::default());
+    assert_eq!(steps(&report), [Step::Start, Step::Create, Step::Check]);
+    assert!(
+        report.notes.iter().any(|n| n.contains("is corrupt")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("vm-1: its disk was missing")),
+        "{:?}",
+        report.notes
+    );
+    assert!(lab.paths.vm("vm-1").overlay().exists());
+    assert_eq!(names(&f.hv), ["vm-1", "vm-2", "vm-3"]);
+    assert_ne!(
+        f.hv.domain("vm-2").unwrap().unwrap().uuid,
+        uuid_2,
+        "vm-2 is new"
+    );
+    let states: Vec<VmState> = status(&lab).unwrap().vms.iter().map(|v| v.state).collect();
+    assert_eq!(states, [VmState::Running; 3]);
+    // The state file was rewritten from libvirt: the prefix too.
+    assert_eq!(
+        LabState::load(&lab.paths).unwrap().prefix.as_deref(),
+        Some("vm")
+    );
+
+    assert_eq!(down(&lab, &[]).unwrap().removed, ["vm-1", "vm-2", "vm-3"]);
+    assert!(names(&f.hv).is_empty());
+    assert!(!lab.paths.dir.exists());
+}
+
+#[test]
+fn files_without_record_or_domain_are_cleaned_by_down() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 2, Settings::default());
+    f.hv.destroy("vm-2").unwrap();
+    f.hv.undefine("vm-2").unwrap();
+    std::fs::remove_file(lab.paths.state()).unwrap();
+    assert_eq!(down(&lab, &[]).unwrap().removed, ["vm-1", "vm-2"]);
+    assert!(!lab.paths.dir.exists());
+}
+
+#[test]
+fn every_spelling_of_the_home_finds_the_same_lab() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default());
+    let root = f.home.root().display().to_string();
+    std::os::unix::fs::symlink(f.home.root(), f.dir.path().join("link")).unwrap();
+    for spelling in [
+        format!("{root}/"),
+        format!("{root}/../home"),
+        f.dir.path().join("link").display().to_string(),
+    ] {
+        let home = Home::new(&spelling);
+        let same = Lab::new(&f.hv, &home, "default");
+        let vms = status(&same).unwrap().vms;
+        assert_eq!(vms.len(), 1, "{spelling}");
+        assert_eq!(vms[0].state, VmState::Running, "{spelling}");
+    }
+
+    // A mark written with an older, non-canonical spelling still counts as ours.
+    let xml_path = lab.paths.vm("vm-1").domain_xml();
+    let xml = std::fs::read_to_string(&xml_path).unwrap();
+    let uuid = f.hv.domain("vm-1").unwrap().unwrap().uuid;
+    let old = xml
+        .replace(&format!("home='{root}'"), &format!("home='{root}/./'"))
+        .replace(
+            "<name>vm-1</name>",
+            &format!("<name>vm-1</name><uuid>{uuid}</uuid>"),
+        );
+    assert_ne!(old, xml);
+    f.hv.destroy("vm-1").unwrap();
+    f.hv.define(&old).unwrap();
+    let mark_home = f.hv.domain("vm-1").unwrap().unwrap().mark.unwrap().home;
+    assert_eq!(mark_home, format!("{root}/./"));
+    assert_eq!(steps(&up_ok(&lab, 1, Settings::default())), [Step::Start]);
+    assert_eq!(down(&lab, &[]).unwrap().removed, ["vm-1"]);
+}
+
+#[test]
+fn a_taken_ssh_port_moves_when_the_vm_starts_again() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default());
+    f.hv.destroy("vm-1").unwrap();
+    let old = LabState::load(&lab.paths).unwrap().vms[0].ssh_port;
+    let thief = std::net::TcpListener::bind(("127.0.0.1", old)).unwrap();
+
+    let report = up_ok(&lab, 1, Settings::default());
+    assert_eq!(steps(&report), [Step::Start]);
+    let new = LabState::load(&lab.paths).unwrap().vms[0].ssh_port;
+    assert_ne!(new, old);
+    assert_eq!(report.outcomes[0].ssh_port, Some(new));
+    assert_eq!(
+        report.notes,
+        [format!(
+            "vm-1: SSH port {old} is taken by another program; moved to {new}"
+        )]
+    );
+    // The domain itself was redefined with the new forward, not only the state.
+    let mark = f.hv.domain("vm-1").unwrap().unwrap().mark.unwrap();
+    assert_eq!(mark.attrs["ssh_port"], new.to_string());
+    let xml = std::fs::read_to_string(lab.paths.vm("vm-1").domain_xml()).unwrap();
+    assert!(
+        xml.contains(&format!("hostfwd=tcp:127.0.0.1:{new}-:22")),
+        "{xml}"
+    );
+    drop(thief);
+}
+
+#[test]
+fn the_lab_remembers_its_prefix() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    let e2e = Settings {
+        prefix: Some("e2e".into()),
+        ..Default::default()
+    };
+    up_ok(&lab, 1, e2e.clone());
+    up_ok(&lab, 2, Settings::default());
+    assert_eq!(names(&f.hv), ["e2e-1", "e2e-2"]);
+    let other = Settings {
+        prefix: Some("x".into()),
+        ..Default::default()
+    };
+    let err = up(&lab, &request(1, other), &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "lab `default` names its VMs `e2e-N`; to make `x-N` VMs use another lab (--lab NAME), or remove these first with `vmlab down`"
+    );
+    assert_eq!(names(&f.hv), ["e2e-1", "e2e-2"]);
+}
+
+#[test]
+fn settings_that_differ_from_existing_vms_are_reported() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default());
+    let bigger = Settings {
+        memory: Some(Mib(1024)),
+        vcpus: Some(2),
+        ..Default::default()
+    };
+    let report = up_ok(&lab, 2, bigger);
+    assert_eq!(
+        report.notes,
+        [
+            "vm-1 keeps memory 512 MiB (asked 1024 MiB), vCPUs 1 (asked 2): settings apply when a VM is created; to apply them, `vmlab down vm-1` and `vmlab up` again (its disk starts afresh)"
+        ]
+    );
+    let vms = status(&lab).unwrap().vms;
+    assert_eq!(
+        vms[1].memory_actual_mib,
+        Some(1024),
+        "vm-2 got the new settings"
+    );
+}
+
+#[test]
+fn max_memory_beyond_the_host_is_refused_up_front() {
+    let f = fixture(2048, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    let huge = Settings {
+        max_memory: Some(Mib(1 << 20)),
+        ..Default::default()
+    };
+    let err = up(&lab, &request(1, huge), &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "max memory 1024.0 GiB is more than this host has (2.0 GiB); lower --max-memory"
+    );
+    assert!(names(&f.hv).is_empty());
+    assert!(!lab.paths.dir.exists());
+}
+
+#[test]
+fn down_keeps_the_lab_directory_while_a_reader_holds_it() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default());
+    let reader = lock::reader(&lab.paths).unwrap();
+    let report = down(&lab, &[]).unwrap();
+    assert_eq!(report.removed, ["vm-1"]);
+    assert!(names(&f.hv).is_empty());
+    assert!(lab.paths.dir.exists());
+    assert!(
+        report.notes[0].contains("still uses this lab"),
+        "{:?}",
+        report.notes
+    );
+    drop(reader);
+    assert!(down(&lab, &[]).unwrap().removed.is_empty());
+    assert!(!lab.paths.dir.exists(), "the next down cleans up");
+}
+
+#[test]
+fn vms_keep_their_image_version_across_a_rebuild() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default());
+    let v1 = image::load(&f.home, "tiny").unwrap();
+    let v2 = install_tiny_image(&f.home, "80M");
+    assert_ne!(v1.version, v2.version);
+    assert!(
+        v1.disk().exists(),
+        "a rebuild must not touch the old version"
+    );
+    up_ok(&lab, 2, Settings::default());
+    let state = LabState::load(&lab.paths).unwrap();
+    assert_eq!(state.vms[0].image_version, v1.version);
+    assert_eq!(state.vms[1].image_version, v2.version);
+    let backing = |vm: &str| image::backing_file(&lab.paths.vm(vm).overlay()).unwrap();
+    assert_eq!(backing("vm-1"), Some(v1.disk().display().to_string()));
+    assert_eq!(backing("vm-2"), Some(v2.disk().display().to_string()));
+
+    let err = image::remove(&f.home, "tiny", Some(&v1.version))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is used by default/vm-1"), "{err}");
+    assert!(image::prune(&f.home).unwrap().is_empty());
+    down(&lab, &["vm-1".into()]).unwrap();
+    assert_eq!(image::prune(&f.home).unwrap(), [v1.id()]);
 }

@@ -1,7 +1,6 @@
 use anyhow::{Context, Result};
 
-use super::Global;
-use crate::config::Settings;
+use super::{Global, exit};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -12,9 +11,9 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<i32> {
-    let spec = global.spec(Settings::default())?;
+    let place = global.place()?;
     crate::config::check_name("VM", &args.vm)?;
-    let path = global.home()?.lab(&spec.lab).vm(&args.vm).console();
+    let path = global.home()?.lab(&place.lab).vm(&args.vm).console();
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "no console log for `{}` at {}; `vmlab status` lists the lab's VMs",
@@ -26,5 +25,5 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     if !tail.is_empty() {
         println!("{tail}");
     }
-    Ok(0)
+    Ok(exit::SUCCESS)
 }

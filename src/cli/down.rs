@@ -2,8 +2,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::Global;
-use crate::config::Settings;
+use super::{Global, connect, exit, notes};
 use crate::lab::Lab;
 use crate::lab::down::down;
 
@@ -14,19 +13,20 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<i32> {
-    let spec = global.spec(Settings::default())?;
+    let place = global.place()?;
     let home = global.home()?;
-    let hv = global.connect(&spec)?;
+    let hv = connect(&place.connect)?;
     let started = Instant::now();
-    let removed = down(&Lab::new(&hv, &home, &spec.lab), &args.vms)?;
-    if removed.is_empty() {
-        println!("lab `{}` has no VMs", spec.lab);
+    let report = down(&Lab::new(&hv, &home, &place.lab), &args.vms)?;
+    notes(&report.notes);
+    if report.removed.is_empty() {
+        println!("lab `{}` has no VMs", place.lab);
     } else {
         println!(
             "removed {} in {:.1} s",
-            removed.join(", "),
+            report.removed.join(", "),
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(0)
+    Ok(exit::SUCCESS)
 }

@@ -1,18 +1,19 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 
-use super::Global;
+use super::{Global, exit};
 use crate::image::build::{BuildRequest, build};
 use crate::image::fetch::{DEFAULT_ALPINE_VERSION, FetchRequest, fetch};
 use crate::image::store::{self as image, DEFAULT_IMAGE};
-use crate::units::format_mib;
+use crate::units::Mib;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Build the offline guest image (no internet): Alpine minirootfs or busybox, dropbear, the host's cloud kernel
+    /// Build a new version of the offline guest image (no internet): Alpine minirootfs or busybox, dropbear, the host's cloud kernel
     Build {
         /// Alpine minirootfs tarball; without it the rootfs is busybox-static
         #[arg(long)]
@@ -35,8 +36,16 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Installed images
-    List,
+    /// Installed images, their versions, and which VMs use them
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image (NAME) or one version (NAME@VERSION) no VM uses
+    Rm { image: String },
+    /// Remove every version that is not current and that no VM uses
+    Prune,
 }
 
 pub fn run(global: &Global, cmd: Command) -> Result<i32> {
@@ -47,7 +56,6 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
             kernel,
             name,
         } => {
-            crate::config::check_name("image", &name)?;
             let started = std::time::Instant::now();
             let image = build(
                 &home,
@@ -60,7 +68,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
             )?;
             println!(
                 "image `{}` built in {:.1} s at {}",
-                image.manifest.name,
+                image.id(),
                 started.elapsed().as_secs_f64(),
                 image.dir.display()
             );
@@ -100,30 +108,89 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
             } else {
                 "downloaded and verified"
             };
-            println!("image `{}` {how}", outcome.image.manifest.name);
+            println!("image `{}` {how}", outcome.image.id());
         }
-        Command::List => {
-            let images = image::list(&home)?;
-            if images.is_empty() {
-                println!(
-                    "no images; build one with `vmlab image build` or fetch one with `vmlab image fetch alpine`"
-                );
+        Command::List { json } => list(&home, json)?,
+        Command::Rm { image: spec } => {
+            let (name, version) = match spec.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (spec.as_str(), None),
+            };
+            crate::config::check_name("image", name)?;
+            if version.is_some_and(|v| v.is_empty() || v.contains('/')) {
+                bail!("`{spec}` is not NAME or NAME@VERSION; `vmlab image list` shows them");
             }
-            for img in images {
-                let size = std::fs::metadata(img.disk())
-                    .map(|m| format_mib(m.len() >> 20))
-                    .unwrap_or_default();
-                let boot = if img.manifest.kernel.is_some() {
-                    "direct boot"
-                } else {
-                    "disk boot"
-                };
-                println!(
-                    "{:<20} {:<12} {:<10} {}",
-                    img.manifest.name, boot, size, img.manifest.source
-                );
+            let removed = image::remove(&home, name, version)?;
+            println!("removed {}", removed.join(", "));
+        }
+        Command::Prune => {
+            let removed = image::prune(&home)?;
+            if removed.is_empty() {
+                println!("nothing to prune: every version is current or in use");
+            } else {
+                println!("removed {}", removed.join(", "));
             }
         }
     }
-    Ok(0)
+    Ok(exit::SUCCESS)
+}
+
+fn list(home: &crate::paths::Home, as_json: bool) -> Result<()> {
+    let installed = image::list(home)?;
+    let usage = image::usage(home)?;
+    let mut rows = Vec::new();
+    for img in &installed {
+        for v in &img.versions {
+            let users = usage
+                .get(&(img.name.clone(), v.version.clone()))
+                .cloned()
+                .unwrap_or_default();
+            let size = std::fs::metadata(v.disk()).map_or(0, |m| m.len() >> 20);
+            rows.push(json!({
+                "name": img.name,
+                "version": v.version,
+                "current": img.current.as_deref() == Some(v.version.as_str()),
+                "boot": if v.manifest.kernel.is_some() { "direct" } else { "disk" },
+                "disk_mib": size,
+                "used_by": users,
+                "source": v.manifest.source,
+            }));
+        }
+    }
+    if as_json {
+        let doc = json!({"schema": 1, "images": rows});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no images; {}", image::GET_IMAGE);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<12} {:<7} {:<7} {:<9} {:<24} SOURCE",
+        "NAME", "VERSION", "CURRENT", "BOOT", "DISK", "USED BY"
+    );
+    for r in rows {
+        let users: Vec<&str> = r["used_by"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|u| u.as_str())
+            .collect();
+        println!(
+            "{:<20} {:<12} {:<7} {:<7} {:<9} {:<24} {}",
+            r["name"].as_str().unwrap_or_default(),
+            r["version"].as_str().unwrap_or_default(),
+            if r["current"] == true { "*" } else { "" },
+            r["boot"].as_str().unwrap_or_default(),
+            Mib(r["disk_mib"].as_u64().unwrap_or(0)).human(),
+            if users.is_empty() {
+                "-".to_string()
+            } else {
+                users.join(",")
+            },
+            r["source"].as_str().unwrap_or_default(),
+        );
+    }
+    Ok(())
 }

@@ -1,10 +1,13 @@
 //! Command-line interface: clap definitions and one small function per verb
 //! that turns arguments into a typed request and calls the domain modules.
 
+mod completions;
 mod console;
 mod doctor;
 mod down;
+pub mod exit;
 mod image;
+mod logging;
 mod ssh;
 mod status;
 mod up;
@@ -14,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::config::{CONFIG_FILE, LabSpec, Settings};
+use crate::config::{ConfigFile, DEFAULT_CONNECT, DEFAULT_LAB, LabSpec, Settings, check_name};
 use crate::hypervisor::libvirt::Libvirt;
 use crate::paths::Home;
 
@@ -22,7 +25,8 @@ use crate::paths::Home;
 #[command(
     name = "vmlab",
     version,
-    about = "A virtualization lab on one host: QEMU + libvirt VMs, provisioned, reachable over SSH, torn down cleanly"
+    about = "A virtualization lab on one host: QEMU + libvirt VMs, provisioned, reachable over SSH, torn down cleanly",
+    after_help = "Exit codes: 0 success; `ssh`: the guest command's status, 255 if it was killed by a signal; 1 a check or benchmark failed; 2 invalid arguments; 125 vmlab could not do it."
 )]
 pub struct Cli {
     /// libvirt URI [default: qemu:///system]
@@ -31,9 +35,15 @@ pub struct Cli {
     /// Lab name: labs are independent sets of VMs [default: default]
     #[arg(long, global = true, env = "VMLAB_LAB")]
     lab: Option<String>,
-    /// Settings file (same keys as the `up` flags)
-    #[arg(long, global = true, default_value = CONFIG_FILE)]
-    config: PathBuf,
+    /// Settings file (same keys as the `up` flags) [default: ./vmlab.toml if present]
+    #[arg(long, global = true, env = "VMLAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// More detail on stderr (-vv for debugging)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,39 +60,43 @@ enum Command {
     Ssh(ssh::Args),
     /// Print a VM's serial console log
     Console(console::Args),
-    /// Build, fetch and list base images
+    /// Build, fetch, list and remove base images
     #[command(subcommand)]
     Image(image::Command),
     /// Check that this host can run a lab, and say how to fix what is missing
     Doctor(doctor::Args),
+    /// Shell completion script for bash, zsh, fish, …
+    Completions(completions::Args),
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            1
-        }
-    }
-}
-
-fn run(cli: Cli) -> Result<i32> {
+    logging::init(cli.verbose, cli.quiet);
     let global = Global {
         connect: cli.connect,
         lab: cli.lab,
         config: cli.config,
     };
-    match cli.command {
-        Command::Up(args) => up::run(&global, args),
-        Command::Down(args) => down::run(&global, args),
-        Command::Status(args) => status::run(&global, args),
-        Command::Ssh(args) => ssh::run(&global, args),
-        Command::Console(args) => console::run(&global, args),
-        Command::Image(cmd) => image::run(&global, cmd),
-        Command::Doctor(args) => doctor::run(&global, args),
+    match run(&global, cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::VMLAB_FAILED
+        }
+    }
+}
+
+fn run(global: &Global, command: Command) -> Result<i32> {
+    match command {
+        Command::Up(args) => up::run(global, args),
+        Command::Down(args) => down::run(global, args),
+        Command::Status(args) => status::run(global, args),
+        Command::Ssh(args) => ssh::run(global, args),
+        Command::Console(args) => console::run(global, args),
+        Command::Image(cmd) => image::run(global, cmd),
+        Command::Doctor(args) => doctor::run(global, args),
+        Command::Completions(args) => completions::run(args),
     }
 }
 
@@ -90,25 +104,69 @@ fn run(cli: Cli) -> Result<i32> {
 struct Global {
     connect: Option<String>,
     lab: Option<String>,
-    config: PathBuf,
+    config: Option<PathBuf>,
+}
+
+/// Which lab, on which libvirt.
+struct Where {
+    lab: String,
+    connect: String,
 }
 
 impl Global {
-    /// Settings from flags (`extra` plus the global ones) over `vmlab.toml`.
-    fn spec(&self, extra: Settings) -> Result<LabSpec> {
-        let flags = Settings {
+    fn file(&self) -> Result<Option<ConfigFile>> {
+        ConfigFile::load(self.config.as_deref())
+    }
+
+    /// Every setting, flags over file, validated: for verbs that use them.
+    fn spec(&self, flags: Settings) -> Result<LabSpec> {
+        let file = match self.file()? {
+            Some(f) => f.settings()?,
+            None => Settings::default(),
+        };
+        Settings {
             connect: self.connect.clone(),
             lab: self.lab.clone(),
-            ..extra
+            ..flags
+        }
+        .over(file)
+        .resolve()
+    }
+
+    /// Only the lab and the connection, for verbs that look at a lab.
+    fn place(&self) -> Result<Where> {
+        let file = match self.file()? {
+            Some(f) => f.global()?,
+            None => Default::default(),
         };
-        flags.over(Settings::load(&self.config)?).resolve()
+        let lab = self
+            .lab
+            .clone()
+            .or(file.lab)
+            .unwrap_or_else(|| DEFAULT_LAB.into());
+        check_name("lab", &lab)?;
+        Ok(Where {
+            lab,
+            connect: self
+                .connect
+                .clone()
+                .or(file.connect)
+                .unwrap_or_else(|| DEFAULT_CONNECT.into()),
+        })
     }
 
     fn home(&self) -> Result<Home> {
         Home::from_env()
     }
+}
 
-    fn connect(&self, spec: &LabSpec) -> Result<Libvirt> {
-        Libvirt::connect(&spec.connect)
+fn connect(uri: &str) -> Result<Libvirt> {
+    Libvirt::connect(uri)
+}
+
+/// Prints what a verb recovered or could not apply (hidden by `-q`).
+fn notes(notes: &[String]) {
+    for note in notes {
+        tracing::warn!("{note}");
     }
 }

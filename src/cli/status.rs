@@ -1,31 +1,33 @@
 use anyhow::Result;
 
-use super::Global;
-use crate::config::Settings;
+use super::{Global, connect, exit, notes};
 use crate::lab::Lab;
 use crate::lab::status::{status, table};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Machine-readable output
+    /// Machine-readable output (a document with a `schema` version)
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(global: &Global, args: Args) -> Result<i32> {
-    let spec = global.spec(Settings::default())?;
+    let place = global.place()?;
     let home = global.home()?;
-    let hv = global.connect(&spec)?;
-    let vms = status(&Lab::new(&hv, &home, &spec.lab))?;
+    let hv = connect(&place.connect)?;
+    let lab = status(&Lab::new(&hv, &home, &place.lab))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&vms)?);
-    } else if vms.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&lab)?);
+        return Ok(exit::SUCCESS);
+    }
+    notes(&lab.notes);
+    if lab.vms.is_empty() {
         println!(
             "lab `{}` has no VMs; create some with `vmlab up 2`",
-            spec.lab
+            place.lab
         );
     } else {
-        print!("{}", table(&vms));
+        print!("{}", table(&lab.vms));
     }
-    Ok(0)
+    Ok(exit::SUCCESS)
 }

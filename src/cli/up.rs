@@ -5,47 +5,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::json;
 
-use super::Global;
-use crate::config::{Accel, Network, Settings};
+use super::{Global, connect, exit, notes};
+use crate::config::Settings;
 use crate::lab::Lab;
-use crate::lab::up::{Step, UpRequest, up};
+use crate::lab::up::{Stage, Step, UpRequest, up};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// How many VMs the lab should have (vm-1..vm-N)
+    /// How many VMs the lab should have (PREFIX-1..PREFIX-N)
     #[arg(value_parser = parse_count)]
     count: u32,
-    /// Memory at boot, e.g. 512M [default: 512M]
-    #[arg(long)]
-    memory: Option<String>,
-    /// Ceiling for ballooning, e.g. 2G [default: max(memory, 1G)]
-    #[arg(long)]
-    max_memory: Option<String>,
-    /// vCPUs at boot [default: 1]
-    #[arg(long)]
-    vcpus: Option<u32>,
-    /// Ceiling for vCPU hot-plug [default: max(vcpus, 2)]
-    #[arg(long)]
-    max_vcpus: Option<u32>,
-    /// Base image name (`vmlab image list`) [default: vmlab-alpine]
-    #[arg(long)]
-    image: Option<String>,
-    /// user: SSH forwarded from 127.0.0.1; nat: libvirt's default network [default: user]
-    #[arg(long, value_enum)]
-    network: Option<Network>,
-    /// CPU acceleration [default: auto]
-    #[arg(long, value_enum)]
-    accel: Option<Accel>,
-    /// VM name prefix [default: vm]
-    #[arg(long)]
-    prefix: Option<String>,
-    /// Seconds to wait for each VM's SSH [default: 90]
-    #[arg(long)]
-    ssh_timeout: Option<u64>,
+    #[command(flatten)]
+    settings: Settings,
     /// Define and start, but do not wait for SSH
     #[arg(long)]
     no_wait: bool,
+    /// Machine-readable result on stdout
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_count(text: &str) -> Result<u32, String> {
@@ -60,24 +39,13 @@ fn parse_count(text: &str) -> Result<u32, String> {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<i32> {
-    let spec = global.spec(Settings {
-        prefix: args.prefix,
-        memory: args.memory,
-        max_memory: args.max_memory,
-        vcpus: args.vcpus,
-        max_vcpus: args.max_vcpus,
-        image: args.image,
-        network: args.network,
-        accel: args.accel,
-        ssh_timeout_s: args.ssh_timeout,
-        ..Settings::default()
-    })?;
+    let spec = global.spec(args.settings)?;
     let home = global.home()?;
-    let hv = global.connect(&spec)?;
+    let hv = connect(&spec.connect)?;
     let lab = Lab::new(&hv, &home, &spec.lab);
-    let bars = Bars::new();
+    let bars = Bars::new(!args.json);
     let started = Instant::now();
-    let outcomes = up(
+    let report = up(
         &lab,
         &UpRequest {
             spec,
@@ -87,8 +55,41 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         &|vm, stage| bars.show(vm, stage),
     )?;
     bars.clear();
-    let mut failed = Vec::new();
-    for o in &outcomes {
+    notes(&report.notes);
+    let failed: Vec<String> = report
+        .outcomes
+        .iter()
+        .filter_map(|o| {
+            o.result
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e:#}", o.name))
+        })
+        .collect();
+    if args.json {
+        let vms: Vec<_> = report
+            .outcomes
+            .iter()
+            .map(|o| {
+                json!({
+                    "name": o.name,
+                    "step": o.step,
+                    "ok": o.result.is_ok(),
+                    "error": o.result.as_ref().err().map(|e| format!("{e:#}")),
+                    "ssh_port": o.ssh_port,
+                    "elapsed_s": o.elapsed.as_secs_f64(),
+                })
+            })
+            .collect();
+        let doc = json!({"schema": 1, "lab": lab.name, "prefix": report.prefix, "vms": vms, "notes": report.notes});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(if failed.is_empty() {
+            exit::SUCCESS
+        } else {
+            exit::VMLAB_FAILED
+        });
+    }
+    for o in &report.outcomes {
         let what = match o.step {
             Step::Create => "created",
             Step::Start => "started",
@@ -104,27 +105,24 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
                 o.name,
                 o.elapsed.as_secs_f64()
             ),
-            Err(e) => {
-                println!("{:<10} FAILED", o.name);
-                failed.push(format!("{}: {e:#}", o.name));
-            }
+            Err(_) => println!("{:<10} FAILED", o.name),
         }
     }
     if !failed.is_empty() {
         bail!(
             "{} of {} VMs failed:\n{}",
             failed.len(),
-            outcomes.len(),
+            report.outcomes.len(),
             failed.join("\n")
         );
     }
     println!(
         "lab `{}`: {} VMs ready in {:.1} s",
         lab.name,
-        outcomes.len(),
+        report.outcomes.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(0)
+    Ok(exit::SUCCESS)
 }
 
 /// One progress line per VM on a terminal; plain stage lines otherwise (CI logs).
@@ -132,24 +130,28 @@ struct Bars {
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
     started: Instant,
+    lines: bool,
 }
 
 impl Bars {
-    fn new() -> Self {
-        let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
+    fn new(lines: bool) -> Self {
+        let multi = (lines && std::io::stderr().is_terminal()).then(MultiProgress::new);
         Self {
             multi,
             bars: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            lines,
         }
     }
 
-    fn show(&self, vm: &str, stage: &str) {
+    fn show(&self, vm: &str, stage: Stage) {
         let Some(multi) = &self.multi else {
-            eprintln!(
-                "[{:>5.1}s] {vm}: {stage}",
-                self.started.elapsed().as_secs_f64()
-            );
+            if self.lines && stage != Stage::Queued {
+                eprintln!(
+                    "[{:>5.1}s] {vm}: {stage}",
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
             return;
         };
         let mut bars = self.bars.lock().unwrap();
@@ -164,7 +166,7 @@ impl Bars {
             bar
         });
         bar.set_message(stage.to_string());
-        if matches!(stage, "ready" | "started" | "failed") {
+        if stage.is_final() {
             bar.finish();
         }
     }

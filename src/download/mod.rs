@@ -2,3 +2,5 @@
 //! images and benchmark sources.
 
 pub mod cache;
+pub mod digest;
+pub mod http;

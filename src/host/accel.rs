@@ -5,6 +5,7 @@
 use anyhow::{Result, bail};
 
 use crate::config::Accel;
+use crate::hypervisor::DomainType;
 
 /// Why KVM cannot be used here, or `None` when it can.
 pub fn kvm_unusable_reason() -> Option<String> {
@@ -29,10 +30,14 @@ fn kvm_unusable_reason_from(dev: &std::path::Path, cpuinfo: &str) -> Option<Stri
 }
 
 /// libvirt's domain type for the requested acceleration.
-pub fn domain_type(accel: Accel) -> Result<&'static str> {
-    match (accel, kvm_unusable_reason()) {
-        (Accel::Tcg, _) | (Accel::Auto, Some(_)) => Ok("qemu"),
-        (Accel::Kvm | Accel::Auto, None) => Ok("kvm"),
+pub fn domain_type(accel: Accel) -> Result<DomainType> {
+    choose(accel, kvm_unusable_reason())
+}
+
+fn choose(accel: Accel, kvm_unusable: Option<String>) -> Result<DomainType> {
+    match (accel, kvm_unusable) {
+        (Accel::Tcg, _) | (Accel::Auto, Some(_)) => Ok(DomainType::Qemu),
+        (Accel::Kvm | Accel::Auto, None) => Ok(DomainType::Kvm),
         (Accel::Kvm, Some(why)) => {
             bail!("KVM is not usable here: {why}; use --accel tcg (slower, always works)")
         }
@@ -62,9 +67,15 @@ mod tests {
     }
 
     #[test]
-    fn tcg_is_always_possible() {
-        assert_eq!(domain_type(Accel::Tcg).unwrap(), "qemu");
-        let auto = domain_type(Accel::Auto).unwrap();
-        assert_eq!(auto == "kvm", kvm_unusable_reason().is_none());
+    fn auto_falls_back_to_tcg_and_kvm_is_refused_with_the_reason() {
+        let why = || Some("the CPU has no vmx/svm flag".to_string());
+        assert_eq!(choose(Accel::Auto, why()).unwrap(), DomainType::Qemu);
+        assert_eq!(choose(Accel::Auto, None).unwrap(), DomainType::Kvm);
+        assert_eq!(choose(Accel::Tcg, None).unwrap(), DomainType::Qemu);
+        let err = choose(Accel::Kvm, why()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "KVM is not usable here: the CPU has no vmx/svm flag; use --accel tcg (slower, always works)"
+        );
     }
 }

@@ -5,7 +5,8 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
-use super::{DomainInfo, DomainResources, Hypervisor, NodeInfo, Owner, PowerState, owner};
+use super::{DomainInfo, DomainResources, Hypervisor, Mark, NodeInfo, PowerState, Vanished, owner};
+use crate::units::Kib;
 
 /// How to get a local libvirtd answering.
 pub const START_LIBVIRT: &str =
@@ -38,9 +39,8 @@ impl Libvirt {
     }
 
     fn get(&self, name: &str) -> Result<Domain> {
-        self.lookup(name)?.ok_or_else(|| {
-            anyhow!("domain `{name}` does not exist; `vmlab status` lists the lab's VMs")
-        })
+        self.lookup(name)?
+            .ok_or_else(|| Vanished(name.to_string()).into())
     }
 
     fn info_of(dom: &Domain) -> Result<DomainInfo> {
@@ -50,20 +50,20 @@ impl Libvirt {
         let (state, _) = dom
             .state()
             .map_err(|e| anyhow!("reading the state of `{name}`: {}", e.message()))?;
-        let owner = dom
+        let mark = dom
             .metadata(
                 sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
                 Some(owner::NAMESPACE),
                 0,
             )
             .ok()
-            .and_then(|xml| Owner::parse(&xml));
+            .and_then(|xml| Mark::parse(&xml));
         Ok(DomainInfo {
             uuid: dom
                 .uuid_string()
                 .map_err(|e| anyhow!("reading the UUID of `{name}`: {}", e.message()))?,
             state: power_state(state.to_raw()),
-            owner,
+            mark,
             name,
         })
     }
@@ -121,8 +121,8 @@ impl Hypervisor for Libvirt {
         };
         Ok(NodeInfo {
             cpus: info.cpus,
-            memory_kib: info.memory,
-            free_kib,
+            memory: Kib(info.memory),
+            free: Kib(free_kib),
         })
     }
 
@@ -172,9 +172,9 @@ impl Hypervisor for Libvirt {
             vcpus_current,
             vcpus_max,
             pins: parse_pins(&xml)?,
-            memory_actual_kib: actual,
-            memory_max_kib: info.max_mem,
-            memory_unused_kib: unused,
+            memory_actual: Kib(actual),
+            memory_max: Kib(info.max_mem),
+            memory_unused: unused.map(Kib),
         })
     }
 

@@ -9,16 +9,45 @@ mod sys;
 
 use anyhow::Result;
 
-pub use owner::Owner;
+pub use owner::Mark;
+
+use crate::units::Kib;
 
 /// Host resources as libvirt sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeInfo {
     pub cpus: u32,
-    pub memory_kib: u64,
-    pub free_kib: u64,
+    pub memory: Kib,
+    /// What new guests can get: free plus reclaimable page cache.
+    pub free: Kib,
 }
 
+/// libvirt's domain type: KVM, or QEMU's software emulation (TCG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainType {
+    Kvm,
+    Qemu,
+}
+
+/// The domain is gone (undefined, or never existed): callers that follow a
+/// lab over time treat it as "drop it", not as a failure.
+#[derive(Debug)]
+pub struct Vanished(pub String);
+
+impl std::fmt::Display for Vanished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "domain `{}` does not exist; `vmlab status` lists the lab's VMs",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Vanished {}
+
+/// A domain's state; `shutoff` style names in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerState {
@@ -40,7 +69,7 @@ impl std::fmt::Display for PowerState {
         let s = match self {
             PowerState::Running => "running",
             PowerState::Paused => "paused",
-            PowerState::Shutoff => "shut off",
+            PowerState::Shutoff => "shutoff",
             PowerState::Crashed => "crashed",
             PowerState::Other => "other",
         };
@@ -55,7 +84,7 @@ pub struct DomainInfo {
     pub uuid: String,
     pub state: PowerState,
     /// vmlab's mark, `None` for domains vmlab did not create.
-    pub owner: Option<Owner>,
+    pub mark: Option<Mark>,
 }
 
 /// Live resources of one domain.
@@ -65,15 +94,18 @@ pub struct DomainResources {
     pub vcpus_max: u32,
     /// `vcpu → cpuset` as libvirt reports pins (`<vcpupin>`); empty when unpinned.
     pub pins: Vec<(u32, String)>,
-    pub memory_actual_kib: u64,
-    pub memory_max_kib: u64,
+    pub memory_actual: Kib,
+    pub memory_max: Kib,
     /// From the balloon driver's stats; `None` until the guest reports them.
-    pub memory_unused_kib: Option<u64>,
+    pub memory_unused: Option<Kib>,
 }
 
 /// The hypervisor operations vmlab uses. Contracts:
 /// - `domain` returns `Ok(None)` when no domain has that name;
+/// - operations on a named domain that does not exist fail with [`Vanished`];
 /// - `destroy` on a domain that is not running succeeds and does nothing;
+/// - `define` of a name that exists with the same UUID replaces its
+///   configuration (the running instance keeps its own until restarted);
 /// - `define` returns the domain's UUID.
 pub trait Hypervisor: Send + Sync {
     fn node(&self) -> Result<NodeInfo>;

@@ -71,7 +71,8 @@ const INITRAMFS_APPLETS: &[&str] = &[
     "cttyhack",
 ];
 
-/// Builds and installs an offline image. `stage` is called with a short stage
+/// Builds and installs a new version of an offline image (existing
+/// versions, and the VMs on them, are untouched). `stage` is called with a short stage
 /// name ("rootfs", "dropbear", "initramfs", "disk", ...) for progress output.
 pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Result<Image> {
     crate::config::check_name("image", &req.name)?;
@@ -85,20 +86,11 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
             tarball.display()
         );
     }
-    let kernel = match &req.kernel {
-        Some(k) => {
-            ensure!(k.is_file(), "kernel {} does not exist", k.display());
-            k.clone()
-        }
-        None => newest_cloud_kernel(Path::new("/boot"))?,
-    };
-    let kernel_version = kernel_version(&kernel)?;
-    let modules_dir = Path::new("/lib/modules").join(&kernel_version);
-    ensure!(
-        modules_dir.join("modules.dep").is_file(),
-        "no modules for kernel {kernel_version} in {}; install the matching linux-image package",
-        modules_dir.display()
-    );
+    let GuestKernel {
+        path: kernel,
+        modules_dir,
+        ..
+    } = guest_kernel(req.kernel.as_deref())?;
     for tool in ["mkfs.ext4", "qemu-img", "tar", "ldd"] {
         which::which(tool).with_context(|| {
             format!("`{tool}` not found; install e2fsprogs, qemu-utils, tar and libc-bin")
@@ -113,15 +105,9 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
         "{BUSYBOX} not found; apt-get install busybox-static"
     );
 
-    let dir = home.image_dir(&req.name);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The image stops being visible (installed) until it is complete again.
-    let manifest_path = dir.join("image.json");
-    if manifest_path.exists() {
-        fs::remove_file(&manifest_path)
-            .with_context(|| format!("removing {}", manifest_path.display()))?;
-    }
-    let scratch = Scratch::new(dir.join(format!(".build-{}", std::process::id())))?;
+    let staging = image::stage(home, &req.name)?;
+    let dir = staging.dir();
+    let scratch = Scratch::new(dir.join("scratch"))?;
     let rootfs = scratch.0.join("rootfs");
     fs::create_dir(&rootfs)?;
 
@@ -149,12 +135,11 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
     stage("disk");
     let raw = scratch.0.join("root.raw");
     make_ext4(&rootfs, &raw)?;
-    let disk = dir.join("disk.qcow2");
     host::run(
         Command::new("qemu-img")
             .args(["convert", "-q", "-O", "qcow2"])
             .arg(&raw)
-            .arg(&disk),
+            .arg(dir.join("disk.qcow2")),
     )?;
 
     stage("kernel");
@@ -166,18 +151,15 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
 
     stage("install");
     drop(scratch);
-    image::install(
-        home,
-        &Manifest {
-            name: req.name.clone(),
-            disk: "disk.qcow2".into(),
-            kernel: Some("vmlinuz".into()),
-            initrd: Some("initrd.img".into()),
-            cmdline: Some(CMDLINE.into()),
-            source,
-            ssh_user: image::root(),
-        },
-    )
+    staging.install(&Manifest {
+        name: req.name.clone(),
+        disk: "disk.qcow2".into(),
+        kernel: Some("vmlinuz".into()),
+        initrd: Some("initrd.img".into()),
+        cmdline: Some(CMDLINE.into()),
+        source,
+        ssh_user: "root".into(),
+    })
 }
 
 /// A directory removed when dropped (on success and on error).
@@ -185,9 +167,6 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(path: PathBuf) -> Result<Self> {
-        if path.exists() {
-            fs::remove_dir_all(&path)?;
-        }
         fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
@@ -200,6 +179,51 @@ impl Drop for Scratch {
 }
 
 // --- kernel --------------------------------------------------------------------
+
+/// The host kernel guests boot, and where its modules are.
+#[derive(Debug, Clone)]
+pub struct GuestKernel {
+    pub path: PathBuf,
+    /// What `uname -r` says in the guest.
+    pub version: String,
+    pub modules_dir: PathBuf,
+    /// Modules in the initramfs, then those loaded once sshd runs, in load order.
+    pub early_modules: Vec<String>,
+    pub late_modules: Vec<String>,
+}
+
+/// `kernel`, or the newest Debian cloud kernel in /boot, with every module
+/// the guest needs resolved against its modules.dep.
+pub fn guest_kernel(kernel: Option<&Path>) -> Result<GuestKernel> {
+    let path = match kernel {
+        Some(k) => {
+            ensure!(k.is_file(), "kernel {} does not exist", k.display());
+            k.to_path_buf()
+        }
+        None => newest_cloud_kernel(Path::new("/boot"))?,
+    };
+    let version = kernel_version(&path)?;
+    let modules_dir = Path::new("/lib/modules").join(&version);
+    ensure!(
+        modules_dir.join("modules.dep").is_file(),
+        "no modules for kernel {version} in {}; install the matching linux-image package",
+        modules_dir.display()
+    );
+    let name = |rel: &String| kmod::module_name(rel);
+    Ok(GuestKernel {
+        early_modules: module_order(&modules_dir, MODULES)?
+            .iter()
+            .map(name)
+            .collect(),
+        late_modules: module_order(&modules_dir, LATE_MODULES)?
+            .iter()
+            .map(name)
+            .collect(),
+        path,
+        version,
+        modules_dir,
+    })
+}
 
 /// The newest `vmlinuz-*-cloud-amd64` in `boot`.
 fn newest_cloud_kernel(boot: &Path) -> Result<PathBuf> {
@@ -654,28 +678,5 @@ mod tests {
         );
         put_file(root.path(), Path::new("a/b/c"), b"y", 0o600).unwrap();
         assert_eq!(fs::read(root.path().join("a/b/c")).unwrap(), b"y");
-    }
-
-    #[test]
-    fn the_real_kernel_resolves_when_present() {
-        let Ok(kernel) = newest_cloud_kernel(Path::new("/boot")) else {
-            return;
-        };
-        let version = kernel_version(&kernel).unwrap();
-        let dir = Path::new("/lib/modules").join(&version);
-        let Ok(dep) = fs::read_to_string(dir.join("modules.dep")) else {
-            return;
-        };
-        let builtin = fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
-        let early = kmod::resolve(&dep, &builtin, MODULES).unwrap();
-        let names: Vec<_> = early.iter().map(|p| kmod::module_name(p)).collect();
-        assert!(names.contains(&"virtio_net".to_string()), "{names:?}");
-        let late = kmod::resolve(&dep, &builtin, LATE_MODULES).unwrap();
-        assert_eq!(kmod::module_name(late.last().unwrap()), "virtio_balloon");
-        assert!(
-            late.iter()
-                .all(|m| early.contains(m) || m.ends_with("virtio_balloon.ko")),
-            "{late:?}"
-        );
     }
 }

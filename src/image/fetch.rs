@@ -2,18 +2,16 @@
 //!
 //! For Alpine this is the nocloud BIOS "tiny" qcow2 published next to a
 //! `.sha512` file. The checksum file is fetched first, then the image is
-//! streamed into the content-addressed cache (see [`crate::lab::cache`]) and
-//! verified, then installed as image `alpine-<version>`. A fetch of a version
+//! streamed into the content-addressed cache (see [`crate::download::cache`]) and
+//! verified, then installed as a version of image `alpine-<version>`. A fetch of a version
 //! already in the cache downloads only the checksum file, or nothing at all
 //! when the mirror cannot be reached.
 
-use std::io::Read;
-use std::time::Duration;
+use anyhow::{Result, anyhow, bail};
 
-use anyhow::{Context, Result, bail};
-
-use crate::download::cache::{Cache, Entry};
-use crate::image::store::{self as image, Image, Manifest};
+use super::store::{self as image, Image, Manifest};
+use crate::download::cache::{Cache, Expected};
+use crate::download::http::{self, GetError};
 use crate::paths::Home;
 
 /// Distros `vmlab image fetch` knows how to fetch.
@@ -27,6 +25,9 @@ pub const DEFAULT_ALPINE_MIRROR: &str = "https://dl-cdn.alpinelinux.org/alpine";
 
 /// File name of the disk inside the installed image directory.
 const DISK: &str = "disk.qcow2";
+
+/// What every mirror error ends with.
+const MIRROR_REMEDY: &str = "pass --url with another mirror";
 
 /// What to fetch.
 #[derive(Debug, Clone)]
@@ -47,7 +48,7 @@ pub struct FetchOutcome {
 }
 
 /// Downloads (or finds in the cache) the official Alpine nocloud BIOS qcow2,
-/// verifies it and installs it as an image.
+/// verifies it and installs it as a version of the image `alpine-<version>`.
 ///
 /// `progress` gets (bytes so far, total if the server sent Content-Length)
 /// while the image downloads; it is not called on a cache hit.
@@ -56,13 +57,7 @@ pub fn fetch(
     req: &FetchRequest,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<FetchOutcome> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
-        .build()
-        .new_agent();
-    fetch_with(home, req, &agent, progress)
+    fetch_with(home, req, &http::agent(), progress)
 }
 
 /// Name of the installed image for an Alpine version, e.g. `alpine-3.20.3`.
@@ -107,51 +102,17 @@ fn parse_sha512_file(text: &str, file_name: &str, url: &str) -> Result<String> {
     let digest = words.next().unwrap_or("");
     if digest.len() != 128 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!(
-            "checksum file {url} does not hold a SHA-512 digest; the mirror may be broken, pass --url with another mirror"
+            "checksum file {url} does not hold a SHA-512 digest; the mirror may be broken, {MIRROR_REMEDY}"
         );
     }
     if let Some(named) = words.next()
         && named.trim_start_matches('*') != file_name
     {
         bail!(
-            "checksum file {url} is for `{named}`, not `{file_name}`; the mirror may be broken, pass --url with another mirror"
+            "checksum file {url} is for `{named}`, not `{file_name}`; the mirror may be broken, {MIRROR_REMEDY}"
         );
     }
     Ok(digest.to_ascii_lowercase())
-}
-
-/// Why an HTTP GET gave no body.
-enum GetError {
-    /// The server answered with this status.
-    Status(u16),
-    /// No answer: DNS, connection, TLS, timeout...
-    Unreachable(String),
-}
-
-impl GetError {
-    fn message(&self, url: &str) -> String {
-        match self {
-            GetError::Status(404) => format!(
-                "{url} was not found (HTTP 404); check that the version exists on the mirror, or pass --url with another mirror"
-            ),
-            GetError::Status(code) => format!(
-                "{url} answered HTTP {code}; try again later, or pass --url with another mirror"
-            ),
-            GetError::Unreachable(err) => format!(
-                "cannot reach {url}: {err}; check your network or pass --url with a reachable mirror"
-            ),
-        }
-    }
-}
-
-fn get(
-    agent: &ureq::Agent,
-    url: &str,
-) -> std::result::Result<ureq::http::Response<ureq::Body>, GetError> {
-    agent.get(url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => GetError::Status(code),
-        other => GetError::Unreachable(other.to_string()),
-    })
 }
 
 fn fetch_with(
@@ -172,24 +133,24 @@ fn fetch_with(
     let sha_url = format!("{url}.sha512");
     let file_name = url.rsplit('/').next().unwrap_or_default().to_owned();
     let cache = Cache::new(home);
+    let mirror_error = |e: GetError, url: &str| {
+        let remedy = match e {
+            GetError::Status(404) => {
+                "check that the version exists on the mirror, or pass --url with another mirror"
+            }
+            GetError::Unreachable(_) => "pass --url with a reachable mirror",
+            GetError::Status(_) => MIRROR_REMEDY,
+        };
+        anyhow!("{}", e.message(url, remedy))
+    };
 
     // The published checksum, or None when the mirror cannot be reached.
-    let published = match get(agent, &sha_url) {
-        Ok(mut resp) => {
-            let text = resp
-                .body_mut()
-                .with_config()
-                .limit(64 * 1024)
-                .read_to_string()
-                .map_err(|e| {
-                    anyhow::anyhow!("{}", GetError::Unreachable(e.to_string()).message(&sha_url))
-                })?;
-            Some(parse_sha512_file(&text, &file_name, &sha_url)?)
-        }
-        Err(e @ GetError::Status(_)) => bail!("{}", e.message(&sha_url)),
+    let published = match http::get_text(agent, &sha_url, 64 * 1024) {
+        Ok(text) => Some(parse_sha512_file(&text, &file_name, &sha_url)?),
+        Err(e @ GetError::Status(_)) => return Err(mirror_error(e, &sha_url)),
         Err(e @ GetError::Unreachable(_)) => match cache.lookup(&url)? {
             Some(_) => None,
-            None => bail!("{}", e.message(&sha_url)),
+            None => return Err(mirror_error(e, &sha_url)),
         },
     };
 
@@ -197,76 +158,59 @@ fn fetch_with(
     // offline, what this URL served before), after checking it again.
     let candidate = match &published {
         Some(sha512) => match cache.lookup(&url)? {
-            Some(entry) if entry.sha512 == *sha512 => Some(entry),
-            _ => cache.find_sha512(sha512)?,
+            Some(d) if d.sha512 == *sha512 => Some(d),
+            _ => cache.find(&Expected::Sha512(sha512.clone()))?,
         },
         None => cache.lookup(&url)?,
     };
     let cached = match candidate {
-        Some(entry) if cache.verify(&entry)? => Some(entry),
+        Some(d) if cache.verify(&d)? => Some(d),
         _ => None,
     };
 
-    let (entry, cache_hit) = match (cached, published) {
-        (Some(entry), _) => (entry, true),
-        (None, Some(sha512)) => (download(agent, &cache, &url, &sha512, progress)?, false),
+    let (digests, cache_hit) = match (cached, published) {
+        (Some(d), _) => (d, true),
+        (None, Some(sha512)) => {
+            let remedy =
+                "check that the version exists on the mirror, or pass --url with another mirror";
+            let expected = Expected::Sha512(sha512);
+            let d = http::download(agent, &cache, &url, &expected, remedy, progress)?;
+            (d, false)
+        }
         (None, None) => bail!(
             "cannot reach {sha_url} and the cached copy of {url} is missing or corrupt; connect to the network and fetch again"
         ),
     };
-    cache.record(&url, &entry)?;
+    cache.record(&url, &digests)?;
 
     let name = alpine_image_name(&req.version);
-    install_disk(home, &name, &cache.path(&entry.sha256))?;
-    let image = image::install(
-        home,
-        &Manifest {
-            name,
-            disk: DISK.to_owned(),
-            kernel: None,
-            initrd: None,
-            cmdline: None,
-            source: url,
-            // tiny-cloud installs the seed's keys for Alpine's default user.
-            ssh_user: "alpine".into(),
-        },
-    )?;
+    let staging = image::stage(home, &name)?;
+    link_or_copy(&cache.path(&digests.sha256), &staging.dir().join(DISK))?;
+    let image = staging.install(&Manifest {
+        name,
+        disk: DISK.to_owned(),
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        source: url,
+        // tiny-cloud installs the seed's keys for Alpine's default user.
+        ssh_user: "alpine".into(),
+    })?;
     Ok(FetchOutcome { image, cache_hit })
 }
 
-/// Streams `url` into the cache, verifying it against `sha512`.
-fn download(
-    agent: &ureq::Agent,
-    cache: &Cache,
-    url: &str,
-    sha512: &str,
-    progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<Entry> {
-    let mut resp = get(agent, url).map_err(|e| anyhow::anyhow!("{}", e.message(url)))?;
-    let total = resp.body().content_length();
-    progress(0, total);
-    let mut reader: Box<dyn Read + '_> = Box::new(resp.body_mut().as_reader());
-    cache.store(&mut reader, url, Some(sha512), &mut |n| progress(n, total))
-}
-
-/// Puts the cached file at `images/<name>/disk.qcow2`: a hard link when the
-/// cache is on the same filesystem, a copy otherwise.
-fn install_disk(home: &Home, name: &str, cached: &std::path::Path) -> Result<()> {
-    let dir = home.image_dir(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!("{DISK}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(cached, &tmp).is_err() {
-        std::fs::copy(cached, &tmp).with_context(|| {
-            format!(
-                "copying {} to {}; check free space",
-                cached.display(),
-                tmp.display()
+/// A hard link when the cache is on the same file system, a copy otherwise.
+/// Safe because nothing ever writes a cached file or an installed image.
+fn link_or_copy(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).map_err(|e| {
+            anyhow!(
+                "copying {} to {}: {e}; check free space",
+                from.display(),
+                to.display()
             )
         })?;
     }
-    let disk = dir.join(DISK);
-    std::fs::rename(&tmp, &disk).with_context(|| format!("installing {}", disk.display()))?;
     Ok(())
 }
 
@@ -281,11 +225,12 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
+    use std::time::Duration;
 
     use sha2::{Digest, Sha256, Sha512};
 
     use super::*;
-    use crate::download::cache::hex;
+    use crate::download::digest::hex;
 
     const VERSION: &str = "3.20.3";
     const IMAGE_PATH: &str =
@@ -519,11 +464,15 @@ mod tests {
                 ssh_user: "alpine".into(),
             }
         );
-        assert_eq!(outcome.image.dir, home.image_dir("alpine-3.20.3"));
+        assert_eq!(
+            outcome.image.dir,
+            home.image_dir("alpine-3.20.3").join(&outcome.image.version)
+        );
         assert_eq!(std::fs::read(outcome.image.disk()).unwrap(), data);
         // Visible to the image store.
         let loaded = image::load(&home, "alpine-3.20.3").unwrap();
         assert_eq!(loaded.manifest, outcome.image.manifest);
+        assert_eq!(loaded.version, outcome.image.version);
 
         // Checksum first, then the image, once each.
         assert_eq!(
@@ -717,7 +666,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.ends_with("; check your network or pass --url with a reachable mirror"),
+            err.ends_with("; check your network, or pass --url with a reachable mirror"),
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");

@@ -1,5 +1,6 @@
 //! Domain XML rendered from `templates/domain.xml.j2`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -7,7 +8,8 @@ use minijinja::{Environment, ErrorKind};
 use serde::Serialize;
 
 use crate::config::Network;
-use crate::hypervisor::owner;
+use crate::hypervisor::{DomainType, owner};
+use crate::units::Kib;
 
 const TEMPLATE: &str = include_str!("../../templates/domain.xml.j2");
 
@@ -17,12 +19,13 @@ pub struct DomainSpec {
     pub name: String,
     /// Kept across redefinitions: libvirt refuses a same-named domain with a new UUID.
     pub uuid: Option<String>,
-    /// `qemu` (TCG) or `kvm`.
-    pub domain_type: &'static str,
+    pub domain_type: DomainType,
     pub lab: String,
     pub home: String,
-    pub memory_kib: u64,
-    pub max_memory_kib: u64,
+    /// The rest of vmlab's mark: the VM's settings (see `VmRecord::mark_attrs`).
+    pub mark: BTreeMap<String, String>,
+    pub memory: Kib,
+    pub max_memory: Kib,
     pub vcpus: u32,
     pub max_vcpus: u32,
     /// Direct boot; `None` boots the disk's own boot loader.
@@ -35,10 +38,6 @@ pub struct DomainSpec {
     pub network: Network,
     /// Host port forwarded from 127.0.0.1 to the guest's SSH (user network only).
     pub ssh_port: u16,
-    /// QEMU runs as the user who owns the lab's files (DAC label), so files
-    /// under a private home stay readable without relabelling.
-    pub uid: u32,
-    pub gid: u32,
 }
 
 pub fn render(spec: &DomainSpec) -> Result<String> {
@@ -80,11 +79,15 @@ mod tests {
         DomainSpec {
             name: "vm-1".into(),
             uuid: None,
-            domain_type: "qemu",
+            domain_type: DomainType::Qemu,
             lab: "default".into(),
             home: "/home/u/.local/share/vmlab".into(),
-            memory_kib: 512 * 1024,
-            max_memory_kib: 2048 * 1024,
+            mark: BTreeMap::from([
+                ("image".into(), "vmlab-alpine".into()),
+                ("ssh_port".into(), "40022".into()),
+            ]),
+            memory: Kib(512 * 1024),
+            max_memory: Kib(2048 * 1024),
             vcpus: 1,
             max_vcpus: 2,
             kernel: Some("/img/vmlinuz".into()),
@@ -95,8 +98,6 @@ mod tests {
             console_log: "/lab/vms/vm-1/console.log".into(),
             network,
             ssh_port: 40022,
-            uid: 1000,
-            gid: 1000,
         }
     }
 
@@ -112,7 +113,7 @@ mod tests {
         s.initrd = None;
         s.cmdline = None;
         s.uuid = Some("9b1c3c41-5ab3-4c7e-9f0e-4d1cfa0e7c11".into());
-        s.domain_type = "kvm";
+        s.domain_type = DomainType::Kvm;
         insta::assert_snapshot!(render(&s).unwrap());
     }
 
@@ -124,5 +125,13 @@ mod tests {
         let doc = roxmltree::Document::parse(&xml).expect("rendered XML parses");
         let owner = doc.descendants().find(|n| n.has_tag_name("owner")).unwrap();
         assert_eq!(owner.attribute("home"), Some("/tmp/a'b<c>&d"));
+    }
+
+    #[test]
+    fn qemu_runs_as_libvirts_own_user() {
+        // No static DAC label: libvirt's default (its unprivileged user, with
+        // relabelling) applies, so QEMU never runs as the caller, even root.
+        let xml = render(&spec(Network::User)).unwrap();
+        assert!(!xml.contains("seclabel"), "{xml}");
     }
 }

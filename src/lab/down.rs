@@ -1,31 +1,32 @@
 //! `vmlab down [VM…]`: destroy and undefine the lab's domains and delete
-//! their files. Only domains carrying this lab's mark are touched.
+//! their files. Only domains carrying this lab's mark are touched, and the
+//! lab directory (key, state) goes only once no marked domain is left.
 
 use anyhow::{Result, bail};
 
-use super::Lab;
-use super::state::{LabLock, LabState};
+use super::inventory;
+use super::{Lab, lock};
 
-/// Removes the named VMs (all of the lab's when `names` is empty); returns
-/// the removed names. The base image stays.
-pub fn down(lab: &Lab, names: &[String]) -> Result<Vec<String>> {
-    if !lab.paths.dir.exists() {
+/// What `down` removed, and what the user should know.
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub removed: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Removes the named VMs (all of the lab's when `names` is empty). The base
+/// image stays.
+pub fn down(lab: &Lab, names: &[String]) -> Result<DownReport> {
+    let anything = lab.paths.dir.exists() || lab.hv.domains()?.iter().any(|d| lab.owns(d));
+    if !anything {
         if names.is_empty() {
-            return Ok(Vec::new());
+            return Ok(DownReport::default());
         }
         bail!("lab `{}` has no VMs; `vmlab status` lists them", lab.name);
     }
-    let lock = LabLock::acquire(&lab.paths)?;
-    let mut state = LabState::load(&lab.paths)?;
-    let me = lab.owner();
-    let domains = lab.hv.domains()?;
-    // Ours: in the state file, or marked as this lab's (a crash between define and save).
-    let mut ours: Vec<String> = state.vms.iter().map(|v| v.name.clone()).collect();
-    for d in &domains {
-        if d.owner.as_ref() == Some(&me) && !ours.contains(&d.name) {
-            ours.push(d.name.clone());
-        }
-    }
+    let change = lock::change(&lab.paths)?;
+    let inv = inventory::take(lab)?;
+    let ours = inv.names(lab);
     let targets: Vec<String> = if names.is_empty() {
         ours.clone()
     } else {
@@ -33,10 +34,7 @@ pub fn down(lab: &Lab, names: &[String]) -> Result<Vec<String>> {
     };
     // Every name is checked before anything is destroyed.
     for name in &targets {
-        let domain = domains.iter().find(|d| &d.name == name);
-        if let Some(d) = domain
-            && d.owner.as_ref() != Some(&me)
-        {
+        if inv.foreign(lab, name).is_some() {
             bail!("`{name}` was not created by this lab; vmlab leaves it alone");
         }
         if !ours.contains(name) {
@@ -51,7 +49,7 @@ pub fn down(lab: &Lab, names: &[String]) -> Result<Vec<String>> {
         let handles: Vec<_> = targets
             .iter()
             .map(|name| {
-                let defined = domains.iter().any(|d| &d.name == name);
+                let defined = inv.domain(lab, name).is_some();
                 scope.spawn(move || remove_vm(lab, name, defined))
             })
             .collect();
@@ -60,23 +58,42 @@ pub fn down(lab: &Lab, names: &[String]) -> Result<Vec<String>> {
             .map(|h| h.join().expect("teardown thread panicked"))
             .collect()
     });
+    let mut state = inv.state;
     let mut errors = Vec::new();
+    let mut report = DownReport {
+        notes: inv.notes,
+        ..Default::default()
+    };
     for (name, result) in targets.iter().zip(results) {
         match result {
-            Ok(()) => state.remove(name),
+            Ok(()) => {
+                state.remove(name);
+                report.removed.push(name.clone());
+            }
             Err(e) => errors.push(format!("{e:#}")),
         }
     }
-    state.save(&lab.paths)?;
+    let marked_left = lab.hv.domains()?.iter().any(|d| lab.owns(d));
+    if state.vms.is_empty() && !marked_left && errors.is_empty() {
+        if lock::readers_present(&lab.paths)? {
+            report.notes.push(format!(
+                "kept {}: a long-running vmlab command (manage, monitor or bench) still uses this lab",
+                lab.paths.dir.display()
+            ));
+            state.prefix = None;
+            state.save(&lab.paths)?;
+        } else {
+            drop(change);
+            std::fs::remove_dir_all(&lab.paths.dir)
+                .map_err(|e| anyhow::anyhow!("deleting {}: {e}", lab.paths.dir.display()))?;
+        }
+    } else {
+        state.save(&lab.paths)?;
+    }
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
     }
-    if state.vms.is_empty() {
-        drop(lock);
-        std::fs::remove_dir_all(&lab.paths.dir)
-            .map_err(|e| anyhow::anyhow!("deleting {}: {e}", lab.paths.dir.display()))?;
-    }
-    Ok(targets)
+    Ok(report)
 }
 
 fn remove_vm(lab: &Lab, name: &str, defined: bool) -> Result<()> {

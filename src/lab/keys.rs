@@ -25,31 +25,3 @@ pub fn ensure(paths: &LabPaths, lab: &str) -> Result<String> {
     std::fs::read_to_string(paths.ssh_pubkey())
         .with_context(|| format!("reading {}", paths.ssh_pubkey().display()))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::paths::Home;
-
-    #[test]
-    fn key_is_private_and_stable() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Home::new(dir.path()).lab("t");
-        std::fs::create_dir_all(&paths.dir).unwrap();
-        let first = ensure(&paths, "t").unwrap();
-        assert!(
-            first.starts_with("ssh-ed25519 ") && first.trim_end().ends_with("vmlab-t"),
-            "{first}"
-        );
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(paths.ssh_key())
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
-        assert_eq!(ensure(&paths, "t").unwrap(), first);
-    }
-}

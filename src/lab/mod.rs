@@ -3,8 +3,11 @@
 
 pub mod domain_xml;
 pub mod down;
+pub mod inventory;
 pub mod keys;
+pub mod lock;
 pub mod overlay;
+pub mod provision;
 pub mod seed;
 pub mod state;
 pub mod status;
@@ -13,7 +16,7 @@ pub mod up;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::guest::ssh::SshTarget;
-use crate::hypervisor::{Hypervisor, Owner};
+use crate::hypervisor::{DomainInfo, Hypervisor};
 use crate::paths::{Home, LabPaths};
 use state::VmRecord;
 
@@ -35,28 +38,35 @@ impl<'a> Lab<'a> {
         }
     }
 
-    /// The mark this lab puts on its domains.
-    pub fn owner(&self) -> Owner {
-        Owner {
-            lab: self.name.clone(),
-            home: self.home.root().display().to_string(),
-        }
+    /// Whether this lab created `domain`: its mark names this lab and this
+    /// home (however the home was spelled when the mark was written).
+    pub fn owns(&self, domain: &DomainInfo) -> bool {
+        domain
+            .mark
+            .as_ref()
+            .is_some_and(|m| m.lab == self.name && self.home.is(&m.home))
     }
 
     pub fn ssh_target(&self, vm: &VmRecord) -> SshTarget {
-        SshTarget {
-            vm: vm.name.clone(),
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, vm.ssh_port)),
-            user: vm.ssh_user.clone(),
-            key: self.paths.ssh_key(),
-            known_hosts: self.paths.vm(&vm.name).host_key(),
-        }
+        ssh_target(&self.paths, vm)
     }
 
     /// The last `n` lines of a VM's serial console.
     pub fn console_tail(&self, vm: &str, n: usize) -> String {
         let text = std::fs::read_to_string(self.paths.vm(vm).console()).unwrap_or_default();
         last_lines(&text, Some(n))
+    }
+}
+
+/// How to reach a VM's SSH; needs no libvirt (`vmlab ssh` works while
+/// libvirtd is down).
+pub fn ssh_target(paths: &LabPaths, vm: &VmRecord) -> SshTarget {
+    SshTarget {
+        vm: vm.name.clone(),
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, vm.ssh_port)),
+        user: vm.ssh_user.clone(),
+        key: paths.ssh_key(),
+        known_hosts: paths.vm(&vm.name).host_key(),
     }
 }
 

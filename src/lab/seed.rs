@@ -40,34 +40,3 @@ pub fn write(out: &Path, instance_id: &str, hostname: &str, authorized_key: &str
     std::fs::remove_dir_all(&staging).ok();
     result.map(|_| ())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_data_has_the_shape_the_guest_parses() {
-        assert_eq!(
-            user_data("vm-1", "ssh-ed25519 AAAA vmlab\n"),
-            "#cloud-config\nhostname: vm-1\ndisable_root: false\nssh_authorized_keys:\n  - ssh-ed25519 AAAA vmlab\n"
-        );
-        assert_eq!(
-            meta_data("abc", "vm-1"),
-            "instance-id: abc\nlocal-hostname: vm-1\n"
-        );
-    }
-
-    #[test]
-    fn iso_is_labelled_cidata() {
-        let dir = tempfile::tempdir().unwrap();
-        let iso = dir.path().join("seed.iso");
-        write(&iso, "id-1", "vm-1", "ssh-ed25519 AAAA vmlab").unwrap();
-        let bytes = std::fs::read(&iso).unwrap();
-        // ISO9660 primary volume descriptor at 32 KiB: "CD001", volume id at offset 40.
-        assert_eq!(&bytes[0x8001..0x8006], b"CD001");
-        assert_eq!(&bytes[0x8028..0x802e], b"cidata");
-        let text = String::from_utf8_lossy(&bytes);
-        assert!(text.contains("local-hostname: vm-1"));
-        assert!(!iso.with_extension("d").exists(), "staging dir left behind");
-    }
-}

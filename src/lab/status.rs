@@ -4,8 +4,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Lab;
-use super::state::LabState;
+use super::inventory;
 use crate::config::Network;
+use crate::hypervisor::PowerState;
+
+/// Version of the `status --json` document; bumped when a field changes meaning.
+pub const STATUS_SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pin {
@@ -13,11 +17,41 @@ pub struct Pin {
     pub cpuset: String,
 }
 
+/// libvirt's state of the VM's domain, or `missing` when it is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    Running,
+    Paused,
+    Shutoff,
+    Crashed,
+    Other,
+    Missing,
+}
+
+impl From<PowerState> for VmState {
+    fn from(s: PowerState) -> Self {
+        match s {
+            PowerState::Running => VmState::Running,
+            PowerState::Paused => VmState::Paused,
+            PowerState::Shutoff => VmState::Shutoff,
+            PowerState::Crashed => VmState::Crashed,
+            PowerState::Other => VmState::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = serde_json::to_value(self).expect("a plain enum");
+        f.write_str(json.as_str().expect("serialized as a string"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VmStatus {
     pub name: String,
-    /// libvirt's state, or `missing` when the domain is gone.
-    pub state: String,
+    pub state: VmState,
     pub vcpus_current: Option<u32>,
     pub vcpus_max: Option<u32>,
     pub pins: Vec<Pin>,
@@ -25,32 +59,46 @@ pub struct VmStatus {
     pub memory_max_mib: Option<u64>,
     /// Reported by the guest's balloon driver; absent until it reports.
     pub memory_unused_mib: Option<u64>,
-    /// `127.0.0.1:PORT` on the user network.
-    pub ssh: Option<String>,
+    pub network: Network,
+    /// SSH forwarded from `127.0.0.1` on the user network.
+    pub ssh_host: Option<String>,
+    pub ssh_port: Option<u16>,
     pub image: String,
+    pub image_version: String,
 }
 
-pub fn status(lab: &Lab) -> Result<Vec<VmStatus>> {
-    let state = LabState::load(&lab.paths)?;
-    let mut out = Vec::new();
-    for vm in &state.vms {
-        let domain = lab
-            .hv
-            .domain(&vm.name)?
-            .filter(|d| d.owner == Some(lab.owner()));
+/// The `status --json` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabStatus {
+    pub schema: u32,
+    pub lab: String,
+    pub vms: Vec<VmStatus>,
+    /// What had to be recovered to answer (a lost state file…).
+    pub notes: Vec<String>,
+}
+
+/// What each VM of the lab is doing. Reads, never writes: a lost state file
+/// is rebuilt in memory from libvirt's marks.
+pub fn status(lab: &Lab) -> Result<LabStatus> {
+    let inv = inventory::take(lab)?;
+    let mut vms = Vec::new();
+    for vm in &inv.state.vms {
+        let domain = inv.domain(lab, &vm.name);
+        let user_net = vm.network == Network::User;
         let mut s = VmStatus {
             name: vm.name.clone(),
-            state: domain
-                .as_ref()
-                .map_or("missing".into(), |d| d.state.to_string()),
+            state: domain.map_or(VmState::Missing, |d| d.state.into()),
             vcpus_current: None,
             vcpus_max: None,
             pins: Vec::new(),
             memory_actual_mib: None,
             memory_max_mib: None,
             memory_unused_mib: None,
-            ssh: (vm.network == Network::User).then(|| format!("127.0.0.1:{}", vm.ssh_port)),
+            network: vm.network,
+            ssh_host: user_net.then(|| "127.0.0.1".to_string()),
+            ssh_port: user_net.then_some(vm.ssh_port),
             image: vm.image.clone(),
+            image_version: vm.image_version.clone(),
         };
         if domain.is_some() {
             let r = lab.hv.resources(&vm.name)?;
@@ -61,13 +109,18 @@ pub fn status(lab: &Lab) -> Result<Vec<VmStatus>> {
                 .into_iter()
                 .map(|(vcpu, cpuset)| Pin { vcpu, cpuset })
                 .collect();
-            s.memory_actual_mib = Some(r.memory_actual_kib / 1024);
-            s.memory_max_mib = Some(r.memory_max_kib / 1024);
-            s.memory_unused_mib = r.memory_unused_kib.map(|k| k / 1024);
+            s.memory_actual_mib = Some(r.memory_actual.mib().0);
+            s.memory_max_mib = Some(r.memory_max.mib().0);
+            s.memory_unused_mib = r.memory_unused.map(|k| k.mib().0);
         }
-        out.push(s);
+        vms.push(s);
     }
-    Ok(out)
+    Ok(LabStatus {
+        schema: STATUS_SCHEMA,
+        lab: lab.name.clone(),
+        vms,
+        notes: inv.notes,
+    })
 }
 
 /// A fixed-width table for people.
@@ -96,7 +149,7 @@ pub fn table(vms: &[VmStatus]) -> String {
             };
             [
                 s.name.clone(),
-                s.state.clone(),
+                s.state.to_string(),
                 vcpus,
                 pins,
                 memory,
@@ -122,7 +175,11 @@ pub fn table(vms: &[VmStatus]) -> String {
     };
     let mut out = line(&header.map(String::from), "SSH");
     for (row, s) in rows.iter().zip(vms) {
-        out.push_str(&line(row, s.ssh.as_deref().unwrap_or("-")));
+        let ssh = match (&s.ssh_host, s.ssh_port) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            _ => "-".into(),
+        };
+        out.push_str(&line(row, &ssh));
     }
     out
 }
@@ -135,7 +192,7 @@ mod tests {
     fn table_aligns_columns() {
         let running = VmStatus {
             name: "vm-1".into(),
-            state: "running".into(),
+            state: VmState::Running,
             vcpus_current: Some(1),
             vcpus_max: Some(2),
             pins: vec![Pin {
@@ -145,20 +202,26 @@ mod tests {
             memory_actual_mib: Some(512),
             memory_max_mib: Some(1024),
             memory_unused_mib: Some(401),
-            ssh: Some("127.0.0.1:40022".into()),
+            network: Network::User,
+            ssh_host: Some("127.0.0.1".into()),
+            ssh_port: Some(40022),
             image: "vmlab-alpine".into(),
+            image_version: "3f2a9c1b0d4e".into(),
         };
         let missing = VmStatus {
             name: "vm-10".into(),
-            state: "missing".into(),
+            state: VmState::Missing,
             vcpus_current: None,
             vcpus_max: None,
             pins: vec![],
             memory_actual_mib: None,
             memory_max_mib: None,
             memory_unused_mib: None,
-            ssh: None,
+            network: Network::Nat,
+            ssh_host: None,
+            ssh_port: None,
             image: "vmlab-alpine".into(),
+            image_version: "3f2a9c1b0d4e".into(),
         };
         insta::assert_snapshot!(table(&[running, missing]), @r"
         NAME   STATE    VCPUS  PINS  MEM MiB   UNUSED MiB  SSH

@@ -1,23 +1,25 @@
-//! `vmlab up N`: check everything, plan, then create/start the VMs in
-//! parallel and wait until each answers SSH with the lab key.
+//! `vmlab up N`: check everything, plan, then create/start the VMs with a
+//! bounded pool of workers and wait until each answers SSH with the lab key.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
+use serde::Serialize;
 
-use super::state::{LabLock, LabState, VmRecord};
-use super::{Lab, domain_xml, keys, overlay, seed};
-use crate::config::{LabSpec, Network};
-use crate::guest::ssh::Guest;
-use crate::host::{self, accel};
-use crate::hypervisor::{DomainInfo, Owner};
+use super::inventory::{self, Inventory};
+use super::provision::{self, PortTaken, Provisioner};
+use super::state::{LabState, VmRecord};
+use super::{Lab, keys, lock};
+use crate::config::{DEFAULT_PREFIX, LabSpec, Network, Settings};
+use crate::host::accel;
+use crate::hypervisor::DomainInfo;
 use crate::image::store::{self as image, Image};
-use crate::units::mib_to_kib;
+use crate::units::Mib;
 
 /// Memory vmlab leaves to the host beyond what its VMs get.
-pub const HOST_RESERVE_MIB: u64 = 1024;
+pub const HOST_RESERVE: Mib = Mib(1024);
 
 #[derive(Debug, Clone)]
 pub struct UpRequest {
@@ -28,12 +30,47 @@ pub struct UpRequest {
 }
 
 /// What `up` does to one VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Step {
     Create,
     Start,
     /// Already running: only check it answers.
     Check,
+}
+
+/// Where one VM is in its provisioning, for progress output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Queued,
+    Disk,
+    Define,
+    Boot,
+    Ssh,
+    Ready,
+    Started,
+    Failed,
+}
+
+impl Stage {
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Ready | Stage::Started | Stage::Failed)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Queued => "queued",
+            Stage::Disk => "disk",
+            Stage::Define => "define",
+            Stage::Boot => "boot",
+            Stage::Ssh => "ssh",
+            Stage::Ready => "ready",
+            Stage::Started => "started",
+            Stage::Failed => "failed",
+        })
+    }
 }
 
 /// The result for one VM; `up` goes on with the others when one fails.
@@ -46,16 +83,26 @@ pub struct VmOutcome {
     pub result: Result<()>,
 }
 
-/// Called with (VM name, stage) as each VM advances.
-pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
+/// What `up` did, and what the user should know about it.
+#[derive(Debug)]
+pub struct UpReport {
+    pub prefix: String,
+    pub outcomes: Vec<VmOutcome>,
+    /// Recoveries, moved ports, settings that did not apply.
+    pub notes: Vec<String>,
+}
 
-/// Decides what to do with `vm-1..vm-N`; refuses names held by foreign domains.
+/// Called with (VM name, stage) as each VM advances.
+pub type Progress<'a> = &'a (dyn Fn(&str, Stage) + Sync);
+
+/// Decides what to do with `prefix-1..prefix-N`; refuses names held by
+/// domains this lab does not own.
 pub fn plan(
-    spec: &LabSpec,
+    prefix: &str,
     count: u32,
     state: &LabState,
     domains: &[DomainInfo],
-    me: &Owner,
+    owns: impl Fn(&DomainInfo) -> bool,
 ) -> Result<Vec<(String, Step)>> {
     if count == 0 {
         bail!("the VM count must be at least 1, e.g. `vmlab up 3`");
@@ -63,30 +110,25 @@ pub fn plan(
     let mut steps = Vec::new();
     let mut foreign = Vec::new();
     for i in 1..=count {
-        let name = spec.vm_name(i);
-        let domain = domains.iter().find(|d| d.name == name);
-        let step = match (state.get(&name), domain) {
-            (_, Some(d)) if d.owner.as_ref() != Some(me) => {
-                foreign.push(name.clone());
+        let name = format!("{prefix}-{i}");
+        let step = match domains.iter().find(|d| d.name == name) {
+            Some(d) if !owns(d) => {
+                foreign.push(format!("`{name}`"));
                 continue;
             }
-            (Some(_), Some(d)) if d.state.is_active() => Step::Check,
-            (Some(_), Some(_)) => Step::Start,
-            (None, Some(_)) => bail!(
-                "domain `{name}` belongs to this lab but its state is lost; remove it with `vmlab down {name}`, then run `vmlab up` again"
+            Some(_) if state.get(&name).is_none() => bail!(
+                "`{name}` was made by an older vmlab and its settings are lost; remove it with `vmlab down {name}`, then run `vmlab up` again"
             ),
-            (_, None) => Step::Create,
+            Some(d) if d.state.is_active() => Step::Check,
+            Some(_) => Step::Start,
+            None => Step::Create,
         };
         steps.push((name, step));
     }
     if !foreign.is_empty() {
         bail!(
             "domain name(s) {} already taken by VMs vmlab did not create; choose another prefix with --prefix",
-            foreign
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            foreign.join(", ")
         );
     }
     Ok(steps)
@@ -94,38 +136,78 @@ pub fn plan(
 
 /// Refuses when the VMs to start (each with its own memory) would leave the
 /// host under its reserve.
-pub fn check_memory(memories_mib: &[u64], free_mib: u64) -> Result<()> {
-    let need: u64 = memories_mib.iter().sum();
-    if memories_mib.is_empty() || need + HOST_RESERVE_MIB <= free_mib {
+pub fn check_memory(memories: &[Mib], free: Mib) -> Result<()> {
+    let need: u64 = memories.iter().map(|m| m.0).sum();
+    if memories.is_empty() || need + HOST_RESERVE.0 <= free.0 {
         return Ok(());
     }
-    let sizes = match memories_mib {
+    let sizes = match memories {
         [first, rest @ ..] if rest.iter().all(|m| m == first) => {
-            format!("{} × {first} MiB", memories_mib.len())
+            format!("{} × {}", memories.len(), first)
         }
         _ => {
-            let each: Vec<String> = memories_mib.iter().map(u64::to_string).collect();
+            let each: Vec<String> = memories.iter().map(|m| m.0.to_string()).collect();
             format!("{} MiB", each.join(" + "))
         }
     };
     bail!(
-        "{sizes} = {need} MiB does not fit: the host has {free_mib} MiB free and vmlab keeps {HOST_RESERVE_MIB} MiB for it; start fewer VMs or use a smaller --memory"
+        "{sizes} = {need} MiB does not fit: the host has {} MiB free and vmlab keeps {} for it; start fewer VMs or use a smaller --memory",
+        free.0,
+        HOST_RESERVE
     )
 }
 
-pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcome>> {
+/// The settings the user asked for that an existing VM does not have: they
+/// only apply when a VM is created.
+pub fn differences(given: &Settings, record: &VmRecord) -> Vec<String> {
+    let text = |v: &dyn std::fmt::Display| v.to_string();
+    let net = |n: Network| format!("{n:?}").to_lowercase();
+    let table = [
+        (
+            "memory",
+            text(&record.memory),
+            given.memory.map(|v| text(&v)),
+        ),
+        (
+            "max memory",
+            text(&record.max_memory),
+            given.max_memory.map(|v| text(&v)),
+        ),
+        ("vCPUs", text(&record.vcpus), given.vcpus.map(|v| text(&v))),
+        (
+            "max vCPUs",
+            text(&record.max_vcpus),
+            given.max_vcpus.map(|v| text(&v)),
+        ),
+        ("image", record.image.clone(), given.image.clone()),
+        ("network", net(record.network), given.network.map(net)),
+    ];
+    table
+        .into_iter()
+        .filter_map(|(what, has, asked)| {
+            let asked = asked.filter(|a| *a != has)?;
+            Some(format!("{what} {has} (asked {asked})"))
+        })
+        .collect()
+}
+
+pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<UpReport> {
     let spec = &req.spec;
     // Checks that need nothing on disk come first: a refused `up` changes nothing.
     let image = image::load(lab.home, &spec.image)?;
     let domain_type = accel::domain_type(spec.accel)?;
+    let node = lab.hv.node()?;
+    if spec.max_memory.kib() > node.memory {
+        bail!(
+            "max memory {} is more than this host has ({}); lower --max-memory",
+            spec.max_memory.human(),
+            node.memory.mib().human()
+        );
+    }
     let lab_existed = lab.paths.dir.exists();
-    let lock = LabLock::acquire(&lab.paths)?;
-    let prepared = prepare(lab, req, &image);
-    let Prepared {
-        steps,
-        state,
-        pubkey,
-    } = match prepared {
+    let _change = lock::change(&lab.paths)?;
+    let _image_in_use = image::use_lock(lab.home, &spec.image)?;
+    let prepared = match prepare(lab, req, &image, node.free.mib()) {
         Ok(p) => p,
         Err(e) => {
             if !lab_existed {
@@ -134,312 +216,317 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<Vec<VmOutcom
             return Err(e);
         }
     };
-    let state = Mutex::new(state);
+    for (name, _) in &prepared.steps {
+        progress(name, Stage::Queued);
+    }
     let ctx = Ctx {
-        lab,
-        spec,
-        image: &image,
-        domain_type,
-        pubkey: &pubkey,
-        state: &state,
+        prov: Provisioner {
+            lab,
+            domain_type,
+            prefix: &prepared.prefix,
+            pubkey: &prepared.pubkey,
+            ssh_timeout: Duration::from_secs(spec.ssh_timeout_s),
+        },
+        state: Mutex::new(prepared.state),
+        notes: Mutex::new(prepared.notes),
         wait_ssh: req.wait_ssh,
+        progress,
     };
-    let outcomes = std::thread::scope(|scope| {
-        let handles: Vec<_> = steps
-            .iter()
-            .map(|(name, step)| {
-                let ctx = &ctx;
-                scope.spawn(move || {
-                    let started = Instant::now();
-                    let result = ctx.run(name, *step, progress);
-                    progress(
-                        name,
-                        if result.is_err() {
-                            "failed"
-                        } else if ctx.wait_ssh {
-                            "ready"
-                        } else {
-                            "started"
-                        },
-                    );
-                    let ssh_port = ctx.state.lock().unwrap().get(name).map(|r| r.ssh_port);
-                    VmOutcome {
-                        name: name.clone(),
-                        step: *step,
-                        ssh_port,
-                        elapsed: started.elapsed(),
-                        result,
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("provisioning thread panicked"))
-            .collect()
-    });
-    drop(lock);
-    Ok(outcomes)
+    let outcomes = ctx.run_all(&prepared.steps, spec.jobs);
+    Ok(UpReport {
+        prefix: prepared.prefix.clone(),
+        outcomes,
+        notes: ctx.notes.into_inner().unwrap(),
+    })
 }
 
 /// What `prepare` settled before any VM is touched.
 struct Prepared {
+    prefix: String,
     steps: Vec<(String, Step)>,
     state: LabState,
     pubkey: String,
+    notes: Vec<String>,
 }
 
-/// Under the lock: plan, check memory, make the lab key, reserve ports,
-/// record the new VMs.
-fn prepare(lab: &Lab, req: &UpRequest, image: &Image) -> Result<Prepared> {
+/// Under the lock: reconcile, plan, check memory, make the lab key, choose
+/// ports, record the new VMs.
+fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepared> {
     let spec = &req.spec;
-    let mut state = LabState::load(&lab.paths)?;
-    let domains = lab.hv.domains()?;
-    let steps = plan(spec, req.count, &state, &domains, &lab.owner())?;
-    // A stopped VM comes back with the memory it was created with.
-    let booting: Vec<u64> = steps
+    let Inventory {
+        mut state,
+        domains,
+        unrecoverable: _,
+        mut notes,
+    } = inventory::take(lab)?;
+    let prefix = match (&state.prefix, &spec.prefix) {
+        (Some(kept), Some(asked)) if kept != asked && !state.vms.is_empty() => bail!(
+            "lab `{}` names its VMs `{kept}-N`; to make `{asked}-N` VMs use another lab (--lab NAME), or remove these first with `vmlab down`",
+            lab.name
+        ),
+        (_, Some(asked)) => asked.clone(),
+        (Some(kept), None) => kept.clone(),
+        (None, None) => DEFAULT_PREFIX.to_string(),
+    };
+    let steps = plan(&prefix, req.count, &state, &domains, |d| lab.owns(d))?;
+    let mut booting = Vec::new();
+    for (name, step) in &steps {
+        match (step, state.get(name)) {
+            (Step::Create, None) => booting.push(spec.memory),
+            (Step::Create | Step::Start, Some(r)) => booting.push(r.memory),
+            (Step::Start, None) => {}
+            (Step::Check, _) => {}
+        }
+        if let (Step::Check | Step::Start, Some(r)) = (step, state.get(name)) {
+            let diff = differences(&spec.given, r);
+            if !diff.is_empty() {
+                notes.push(format!(
+                    "{name} keeps {}: settings apply when a VM is created; to apply them, `vmlab down {name}` and `vmlab up` again (its disk starts afresh)",
+                    diff.join(", ")
+                ));
+            }
+        }
+    }
+    check_memory(&booting, free)?;
+    let new: Vec<&String> = steps
         .iter()
-        .filter_map(|(name, step)| match step {
-            Step::Create => Some(spec.memory_mib),
-            Step::Start => state.get(name).map(|r| r.memory_mib),
-            Step::Check => None,
-        })
-        .collect();
-    check_memory(&booting, lab.hv.node()?.free_kib / 1024)?;
-    let creating: Vec<&String> = steps
-        .iter()
-        .filter(|(_, s)| *s == Step::Create)
-        .map(|(n, _)| n)
+        .filter(|(name, _)| state.get(name).is_none())
+        .map(|(name, _)| name)
         .collect();
     // Only the user network forwards a host port to the guest's SSH.
-    let ports = match spec.network {
-        Network::User => free_ports(creating.len())?,
-        Network::Nat => vec![0; creating.len()],
-    };
-    for (name, ssh_port) in creating.into_iter().zip(ports) {
+    let mut ports = match spec.network {
+        Network::User => provision::free_ports(new.len())?,
+        Network::Nat => vec![0; new.len()],
+    }
+    .into_iter();
+    for name in new {
         state.put(VmRecord {
             name: name.clone(),
-            uuid: state.get(name).and_then(|r| r.uuid.clone()),
+            uuid: None,
             image: spec.image.clone(),
+            image_version: image.version.clone(),
             network: spec.network,
-            ssh_port,
-            memory_mib: spec.memory_mib,
-            max_memory_mib: spec.max_memory_mib,
+            ssh_port: ports.next().expect("one port per new VM"),
+            memory: spec.memory,
+            max_memory: spec.max_memory,
             vcpus: spec.vcpus,
             max_vcpus: spec.max_vcpus,
             ssh_user: image.manifest.ssh_user.clone(),
         });
     }
+    state.prefix = Some(prefix.clone());
     let pubkey = keys::ensure(&lab.paths, &lab.name)?;
     state.save(&lab.paths)?;
     Ok(Prepared {
+        prefix,
         steps,
         state,
         pubkey,
+        notes,
     })
 }
 
-/// Distinct free ports on 127.0.0.1, all held until every one is chosen.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")
-        })
-        .collect::<Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
-
-/// What every provisioning thread shares.
+/// What every provisioning worker shares.
 struct Ctx<'a> {
-    lab: &'a Lab<'a>,
-    spec: &'a LabSpec,
-    image: &'a Image,
-    domain_type: &'static str,
-    pubkey: &'a str,
-    state: &'a Mutex<LabState>,
+    prov: Provisioner<'a>,
+    state: Mutex<LabState>,
+    notes: Mutex<Vec<String>>,
     wait_ssh: bool,
+    progress: Progress<'a>,
 }
 
 impl Ctx<'_> {
-    fn run(&self, name: &str, step: Step, progress: Progress) -> Result<()> {
-        let record = self
-            .state
-            .lock()
+    /// `jobs` workers take the VMs in order; outcomes come back in that order.
+    fn run_all(&self, steps: &[(String, Step)], jobs: usize) -> Vec<VmOutcome> {
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<Option<VmOutcome>>> = Mutex::new(steps.iter().map(|_| None).collect());
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.clamp(1, steps.len().max(1)) {
+                scope.spawn(|| {
+                    while let Some((name, step)) = steps.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        let outcome = self.run(name, *step);
+                        let i = steps.iter().position(|(n, _)| n == name).expect("planned");
+                        done.lock().unwrap()[i] = Some(outcome);
+                    }
+                });
+            }
+        });
+        done.into_inner()
             .unwrap()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| anyhow!("{name} vanished from the lab state"))?;
+            .into_iter()
+            .map(|o| o.expect("every planned VM ran"))
+            .collect()
+    }
+
+    fn run(&self, name: &str, step: Step) -> VmOutcome {
+        let started = Instant::now();
+        let result = self.converge(name, step);
+        let last = match (&result, self.wait_ssh) {
+            (Err(_), _) => Stage::Failed,
+            (Ok(()), true) => Stage::Ready,
+            (Ok(()), false) => Stage::Started,
+        };
+        (self.progress)(name, last);
+        VmOutcome {
+            name: name.to_string(),
+            step,
+            ssh_port: self
+                .record(name)
+                .ok()
+                .filter(|r| r.network == Network::User)
+                .map(|r| r.ssh_port),
+            elapsed: started.elapsed(),
+            result,
+        }
+    }
+
+    /// Brings one VM to running (and answering SSH), doing only what is missing.
+    fn converge(&self, name: &str, step: Step) -> Result<()> {
+        let record = self.record(name)?;
         match step {
             Step::Create => {
-                if let Err(e) = self.create(&record, progress) {
-                    self.discard(name);
+                let fresh = !self.prov.lab.paths.vm(name).overlay().exists();
+                if let Err(e) = self.create(&record) {
+                    if fresh {
+                        self.prov.discard(name);
+                        let mut state = self.state.lock().unwrap();
+                        state.remove(name);
+                        state.save(&self.prov.lab.paths).ok();
+                    }
                     return Err(e);
                 }
             }
             Step::Start => {
-                progress(name, "boot");
-                self.lab.hv.start(name)?;
+                (self.progress)(name, Stage::Disk);
+                let made = self.prov.ensure_files(&record)?;
+                if !made.is_empty() {
+                    self.note(format!(
+                        "{name}: its {} was missing; made afresh from image `{}@{}`",
+                        made.join(" and "),
+                        record.image,
+                        record.image_version
+                    ));
+                    self.prov.define(&record)?;
+                }
+                self.boot(name)?;
             }
             Step::Check => {}
         }
+        let record = self.record(name)?;
         if self.wait_ssh && record.network == Network::User {
-            progress(name, "ssh");
-            self.wait_for_ssh(&record)?;
+            (self.progress)(name, Stage::Ssh);
+            self.prov.wait_for_ssh(&record)?;
         }
         Ok(())
     }
 
-    fn create(&self, record: &VmRecord, progress: Progress) -> Result<()> {
+    fn create(&self, record: &VmRecord) -> Result<()> {
         let name = &record.name;
-        let vm = self.lab.paths.vm(name);
-        std::fs::create_dir_all(&vm.dir)
-            .with_context(|| format!("creating {}", vm.dir.display()))?;
-        progress(name, "overlay");
-        overlay::create(&self.image.disk(), &vm.overlay())?;
-        progress(name, "seed");
-        seed::write(
-            &vm.seed(),
-            &format!("vmlab-{}-{name}", self.lab.name),
-            name,
-            self.pubkey,
-        )?;
-        let net = match record.network {
-            Network::User => "vmlab.net=user",
-            Network::Nat => "vmlab.net=dhcp",
-        };
-        let (uid, gid) = host::uid_gid();
-        let xml = domain_xml::render(&domain_xml::DomainSpec {
-            name: name.clone(),
-            uuid: record.uuid.clone(),
-            domain_type: self.domain_type,
-            lab: self.lab.name.clone(),
-            home: self.lab.home.root().display().to_string(),
-            memory_kib: mib_to_kib(record.memory_mib),
-            max_memory_kib: mib_to_kib(record.max_memory_mib),
-            vcpus: record.vcpus,
-            max_vcpus: record.max_vcpus,
-            kernel: self.image.kernel(),
-            initrd: self.image.initrd(),
-            cmdline: self
-                .image
-                .manifest
-                .cmdline
-                .as_ref()
-                .map(|c| format!("{c} {net}")),
-            overlay: vm.overlay(),
-            seed: vm.seed(),
-            console_log: vm.console(),
-            network: record.network,
-            ssh_port: record.ssh_port,
-            uid,
-            gid,
-        })?;
-        std::fs::write(vm.domain_xml(), &xml)?;
-        progress(name, "define");
-        let uuid = self
-            .lab
-            .hv
-            .define(&xml)
-            .with_context(|| format!("defining {name}"))?;
+        (self.progress)(name, Stage::Disk);
+        self.prov.ensure_files(record)?;
+        (self.progress)(name, Stage::Define);
+        let uuid = self.prov.define(record)?;
         self.update(name, |r| r.uuid = Some(uuid))?;
-        progress(name, "boot");
-        self.lab
-            .hv
-            .start(name)
-            .with_context(|| format!("starting {name}"))
+        self.boot(name)
     }
 
-    /// Undoes a failed creation: the domain (only if ours), its files, its record.
-    fn discard(&self, name: &str) {
-        if let Ok(Some(d)) = self.lab.hv.domain(name)
-            && d.owner == Some(self.lab.owner())
+    /// Starts the domain; when its SSH port turns out to be taken, moves it
+    /// to a free one (domain and state) and tries once more.
+    fn boot(&self, name: &str) -> Result<()> {
+        (self.progress)(name, Stage::Boot);
+        let record = self.record(name)?;
+        let moved = if record.network == Network::User && !provision::port_is_free(record.ssh_port)
         {
-            self.lab.hv.destroy(name).ok();
-            self.lab.hv.undefine(name).ok();
+            Some(self.move_port(&record)?)
+        } else {
+            None
+        };
+        match self.prov.start(&moved.unwrap_or(record)) {
+            Err(e) if e.downcast_ref::<PortTaken>().is_some() => {
+                let record = self.record(name)?;
+                let record = self.move_port(&record)?;
+                self.prov.start(&record)
+            }
+            other => other,
         }
-        std::fs::remove_dir_all(self.lab.paths.vm(name).dir).ok();
-        let mut state = self.state.lock().unwrap();
-        state.remove(name);
-        state.save(&self.lab.paths).ok();
     }
 
-    fn update(&self, name: &str, change: impl FnOnce(&mut VmRecord)) -> Result<()> {
+    fn move_port(&self, record: &VmRecord) -> Result<VmRecord> {
+        let port = provision::free_ports(1)?[0];
+        self.note(format!(
+            "{}: SSH port {} is taken by another program; moved to {port}",
+            record.name, record.ssh_port
+        ));
+        let record = self.update(&record.name, |r| r.ssh_port = port)?;
+        self.prov.define(&record)?;
+        Ok(record)
+    }
+
+    fn record(&self, name: &str) -> Result<VmRecord> {
+        self.state
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("{name} vanished from the lab state"))
+    }
+
+    fn update(&self, name: &str, change: impl FnOnce(&mut VmRecord)) -> Result<VmRecord> {
         let mut state = self.state.lock().unwrap();
         let mut record = state
             .get(name)
             .cloned()
             .ok_or_else(|| anyhow!("{name} vanished from the lab state"))?;
         change(&mut record);
-        state.put(record);
-        state.save(&self.lab.paths)
+        state.put(record.clone());
+        state.save(&self.prov.lab.paths)?;
+        Ok(record)
     }
 
-    fn wait_for_ssh(&self, record: &VmRecord) -> Result<()> {
-        let target = self.lab.ssh_target(record);
-        let deadline = Instant::now() + Duration::from_secs(self.spec.ssh_timeout_s);
-        let guest = Guest::wait_ready(&target, deadline).map_err(|e| {
-            anyhow!(
-                "{} did not answer SSH on {} within {} s ({e:#}); last console lines:\n{}\nrun `vmlab up` again to retry, or see `vmlab console {}`",
-                record.name,
-                target.addr,
-                self.spec.ssh_timeout_s,
-                self.lab.console_tail(&record.name, 10),
-                record.name
-            )
-        })?;
-        let out = guest.exec("true")?;
-        if out.status != 0 {
-            bail!(
-                "{} answers SSH but cannot run commands (exit {})",
-                record.name,
-                out.status
-            );
-        }
-        Ok(())
+    fn note(&self, note: String) {
+        tracing::debug!("{note}");
+        self.notes.lock().unwrap().push(note);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
-    use crate::hypervisor::PowerState;
+    use crate::hypervisor::{Mark, PowerState};
+    use crate::testutil::vm_record as record;
 
-    fn me() -> Owner {
-        Owner {
-            lab: "default".into(),
-            home: "/h".into(),
-        }
-    }
-
-    fn dom(name: &str, state: PowerState, owner: Option<Owner>) -> DomainInfo {
+    fn dom(name: &str, state: PowerState, lab: Option<&str>) -> DomainInfo {
         DomainInfo {
             name: name.into(),
             uuid: "u".into(),
             state,
-            owner,
+            mark: lab.map(|lab| Mark {
+                lab: lab.into(),
+                home: "/h".into(),
+                attrs: Default::default(),
+            }),
         }
     }
 
-    use crate::testutil::vm_record as record;
+    fn mine(d: &DomainInfo) -> bool {
+        d.mark.as_ref().is_some_and(|m| m.lab == "default")
+    }
 
     #[test]
     fn plan_creates_missing_starts_stopped_checks_running() {
-        let spec = Settings::default().resolve().unwrap();
         let mut state = LabState::default();
         state.put(record("vm-1"));
         state.put(record("vm-2"));
+        state.put(record("vm-3"));
         let domains = [
-            dom("vm-1", PowerState::Running, Some(me())),
-            dom("vm-2", PowerState::Shutoff, Some(me())),
+            dom("vm-1", PowerState::Running, Some("default")),
+            dom("vm-2", PowerState::Shutoff, Some("default")),
         ];
-        let steps = plan(&spec, 4, &state, &domains, &me()).unwrap();
+        let steps = plan("vm", 4, &state, &domains, mine).unwrap();
         let expected = [
             ("vm-1", Step::Check),
             ("vm-2", Step::Start),
+            // A record whose domain vanished is created again.
             ("vm-3", Step::Create),
             ("vm-4", Step::Create),
         ];
@@ -448,47 +535,63 @@ mod tests {
 
     #[test]
     fn plan_refuses_foreign_and_other_labs_domains() {
-        let spec = Settings::default().resolve().unwrap();
-        let other_lab = Owner {
-            lab: "other".into(),
-            ..me()
-        };
         let domains = [
             dom("vm-2", PowerState::Running, None),
-            dom("vm-3", PowerState::Shutoff, Some(other_lab)),
+            dom("vm-3", PowerState::Shutoff, Some("other")),
         ];
-        let err = plan(&spec, 3, &LabState::default(), &domains, &me())
+        let err = plan("vm", 3, &LabState::default(), &domains, mine)
             .unwrap_err()
             .to_string();
-        assert!(
-            err.starts_with("domain name(s) `vm-2`, `vm-3` already taken"),
-            "{err}"
+        assert_eq!(
+            err,
+            "domain name(s) `vm-2`, `vm-3` already taken by VMs vmlab did not create; choose another prefix with --prefix"
         );
-        assert!(plan(&spec, 0, &LabState::default(), &[], &me()).is_err());
+        assert!(plan("vm", 0, &LabState::default(), &[], mine).is_err());
     }
 
     #[test]
     fn memory_check_keeps_the_reserve() {
-        check_memory(&[512; 3], 3 * 512 + HOST_RESERVE_MIB).unwrap();
-        let err = check_memory(&[512; 3], 3 * 512 + HOST_RESERVE_MIB - 1)
+        check_memory(&[Mib(512); 3], Mib(3 * 512 + HOST_RESERVE.0)).unwrap();
+        let err = check_memory(&[Mib(512); 3], Mib(3 * 512 + HOST_RESERVE.0 - 1))
             .unwrap_err()
             .to_string();
         assert!(
             err.starts_with("3 × 512 MiB = 1536 MiB does not fit"),
             "{err}"
         );
-        let err = check_memory(&[4096, 512], 4000).unwrap_err().to_string();
+        let err = check_memory(&[Mib(4096), Mib(512)], Mib(4000))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("4096 + 512 MiB = 4608 MiB does not fit: the host has 4000 MiB free"),
             "{err}"
         );
-        check_memory(&[], 0).unwrap();
+        check_memory(&[], Mib(0)).unwrap();
     }
 
     #[test]
-    fn free_ports_are_distinct() {
-        let ports = free_ports(5).unwrap();
-        let unique: std::collections::BTreeSet<_> = ports.iter().collect();
-        assert_eq!(unique.len(), 5);
+    fn only_settings_asked_for_and_different_are_reported() {
+        let r = record("vm-1");
+        assert!(differences(&Settings::default(), &r).is_empty());
+        let same = Settings {
+            memory: Some(r.memory),
+            vcpus: Some(r.vcpus),
+            ..Default::default()
+        };
+        assert!(differences(&same, &r).is_empty());
+        let asked = Settings {
+            memory: Some(Mib(1024)),
+            max_vcpus: Some(4),
+            network: Some(Network::Nat),
+            ..Default::default()
+        };
+        assert_eq!(
+            differences(&asked, &r),
+            [
+                "memory 512 MiB (asked 1024 MiB)",
+                "max vCPUs 2 (asked 4)",
+                "network user (asked nat)"
+            ]
+        );
     }
 }
