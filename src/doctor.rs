@@ -90,9 +90,16 @@ pub fn checks(home: &Home, spec: &LabSpec) -> Vec<Check> {
             ),
         });
     }
-    out.push(match image::load(home, &spec.image) {
-        Ok(img) => Check::pass("image", format!("`{}` at {}", img.id(), img.dir.display())),
-        Err(e) => Check::fail("image", format!("{e:#}"), image::GET_IMAGE),
+    out.push(match image::current_version(home, &spec.image) {
+        None => Check::fail(
+            "image",
+            format!("`{}` is not installed", spec.image),
+            image::GET_IMAGE,
+        ),
+        Some(_) => match image::load(home, &spec.image) {
+            Ok(img) => Check::pass("image", format!("`{}` at {}", img.id(), img.dir.display())),
+            Err(e) => Check::fail("image", format!("{e:#}"), "build or fetch it again"),
+        },
     });
     out
 }

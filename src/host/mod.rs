@@ -10,6 +10,19 @@ use anyhow::{Result, anyhow, bail};
 /// The one remedy for a missing host program.
 pub const INSTALL_HINT: &str = "install the host packages with scripts/setup";
 
+/// Where `program` is: on PATH, or in the sbin directories a normal user's
+/// PATH lacks on Debian (`mkfs.ext4`, `debugfs`).
+pub fn program(program: &str) -> Result<std::path::PathBuf> {
+    let sbin = std::env::var_os("PATH").map(|path| {
+        let mut dirs: Vec<std::path::PathBuf> = std::env::split_paths(&path).collect();
+        dirs.extend(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from));
+        std::env::join_paths(dirs).expect("paths from PATH join again")
+    });
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    which::which_in(program, sbin, cwd)
+        .map_err(|_| anyhow!("`{program}` is not installed; {INSTALL_HINT}"))
+}
+
 /// Runs `cmd` to completion; a non-zero exit is an error carrying its stderr.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let program = cmd.get_program().to_string_lossy().into_owned();

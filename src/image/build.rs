@@ -9,6 +9,7 @@
 //! and `switch_root`s to it. No mounting or loop devices on the host:
 //! `mkfs.ext4 -d` fills the file system from a directory.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::BufWriter;
@@ -76,9 +77,6 @@ const INITRAMFS_APPLETS: &[&str] = &[
 /// name ("rootfs", "dropbear", "initramfs", "disk", ...) for progress output.
 pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Result<Image> {
     crate::config::check_name("image", &req.name)?;
-    if host::uid_gid().0 != 0 {
-        bail!("image build needs root to keep file ownership; run it with sudo");
-    }
     if let Some(tarball) = &req.rootfs {
         ensure!(
             tarball.is_file(),
@@ -91,10 +89,8 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
         modules_dir,
         ..
     } = guest_kernel(req.kernel.as_deref())?;
-    for tool in ["mkfs.ext4", "qemu-img", "tar", "ldd"] {
-        which::which(tool).with_context(|| {
-            format!("`{tool}` not found; install e2fsprogs, qemu-utils, tar and libc-bin")
-        })?;
+    for tool in ["mkfs.ext4", "debugfs", "qemu-img", "tar", "ldd"] {
+        host::program(tool)?;
     }
     ensure!(
         Path::new(DROPBEAR).is_file(),
@@ -112,15 +108,18 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
     fs::create_dir(&rootfs)?;
 
     stage("rootfs");
-    let source = match &req.rootfs {
+    let (source, owners) = match &req.rootfs {
         Some(tarball) => {
             extract_tarball(tarball, &rootfs)?;
             let file = tarball.file_name().unwrap_or(OsStr::new("?"));
-            format!("alpine minirootfs {}", file.to_string_lossy())
+            (
+                format!("alpine minirootfs {}", file.to_string_lossy()),
+                tarball_owners(tarball)?,
+            )
         }
         None => {
             busybox_rootfs(&rootfs)?;
-            "busybox-static".to_string()
+            ("busybox-static".to_string(), BTreeMap::new())
         }
     };
     unlock_root(&rootfs)?;
@@ -135,6 +134,7 @@ pub fn build(home: &Home, req: &BuildRequest, stage: &mut dyn FnMut(&str)) -> Re
     stage("disk");
     let raw = scratch.0.join("root.raw");
     make_ext4(&rootfs, &raw)?;
+    set_owners(&rootfs, &raw, &owners)?;
     host::run(
         Command::new("qemu-img")
             .args(["convert", "-q", "-O", "qcow2"])
@@ -288,10 +288,12 @@ fn bzimage_version(data: &[u8]) -> Option<String> {
 
 // --- root file system ------------------------------------------------------------
 
+/// Extracts with modes but without owners (a user cannot own files as
+/// root); [`set_owners`] puts the owners into the file system image.
 fn extract_tarball(tarball: &Path, rootfs: &Path) -> Result<()> {
     host::run(
         Command::new("tar")
-            .args(["--numeric-owner", "-xpf"])
+            .args(["--no-same-owner", "-xpf"])
             .arg(tarball)
             .arg("-C")
             .arg(rootfs),
@@ -302,6 +304,89 @@ fn extract_tarball(tarball: &Path, rootfs: &Path) -> Result<()> {
         "{} does not look like a root file system (no /bin/busybox, no /sbin/init)",
         tarball.display()
     );
+    Ok(())
+}
+
+/// `path in the guest` → `(uid, gid)` for the tarball's entries not owned by
+/// root (Alpine: `/etc/shadow` is group `shadow`).
+fn tarball_owners(tarball: &Path) -> Result<BTreeMap<PathBuf, (u32, u32)>> {
+    let out = host::run(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(tarball),
+    )?;
+    Ok(parse_tar_owners(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Lines of `tar -tv --numeric-owner`: `MODE UID/GID SIZE DATE TIME PATH[ -> TARGET]`.
+fn parse_tar_owners(listing: &str) -> BTreeMap<PathBuf, (u32, u32)> {
+    let mut owners = BTreeMap::new();
+    for line in listing.lines() {
+        // Five words, then the path (which may hold spaces).
+        let mut words = Vec::new();
+        let mut rest = line;
+        for _ in 0..5 {
+            rest = rest.trim_start();
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            words.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let path = rest.trim_start();
+        let path = path.split(" -> ").next().unwrap_or(path);
+        let ids = words[1].split_once('/');
+        let Some((Ok(uid), Ok(gid))) = ids.map(|(u, g)| (u.parse::<u32>(), g.parse::<u32>()))
+        else {
+            continue;
+        };
+        if (uid, gid) != (0, 0) && !path.is_empty() {
+            let rel = path.trim_start_matches("./").trim_end_matches('/');
+            owners.insert(PathBuf::from(rel), (uid, gid));
+        }
+    }
+    owners
+}
+
+/// Sets the owner of every inode of the file system image `raw`: `owners`
+/// where listed, root otherwise. Done with `debugfs` on the image, so
+/// building needs no root on the host.
+fn set_owners(rootfs: &Path, raw: &Path, owners: &BTreeMap<PathBuf, (u32, u32)>) -> Result<()> {
+    let mut commands = String::new();
+    let mut paths = vec![PathBuf::new()];
+    while let Some(rel) = paths.pop() {
+        let host = rootfs.join(&rel);
+        let meta = host.symlink_metadata()?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(&host)? {
+                paths.push(rel.join(entry?.file_name()));
+            }
+        }
+        let name = format!("/{}", rel.display());
+        ensure!(
+            !name.contains(['"', '\n']),
+            "{name}: a path with a quote or newline cannot be owned in the image"
+        );
+        let (uid, gid) = owners.get(&rel).copied().unwrap_or((0, 0));
+        commands.push_str(&format!(
+            "sif \"{name}\" uid {uid}\nsif \"{name}\" gid {gid}\n"
+        ));
+    }
+    let script = raw.with_extension("owners");
+    fs::write(&script, commands)?;
+    let out = host::run(
+        Command::new(host::program("debugfs")?)
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(raw),
+    )
+    .context("setting file owners in the root file system")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(err) = stderr
+        .lines()
+        .find(|l| l.contains(": ") && !l.starts_with("debugfs "))
+    {
+        bail!("setting file owners in the root file system: {err}");
+    }
     Ok(())
 }
 
@@ -504,7 +589,7 @@ fn make_ext4(rootfs: &Path, raw: &Path) -> Result<()> {
     file.set_len(DISK_SIZE)?; // sparse
     drop(file);
     host::run(
-        Command::new("mkfs.ext4")
+        Command::new(host::program("mkfs.ext4")?)
             .args([
                 "-q",
                 "-F",
@@ -615,6 +700,27 @@ mod tests {
                 PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
                 PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
                 PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn tar_listing_gives_the_owners_that_are_not_root() {
+        let listing = "\
+drwxr-xr-x 0/0               0 2024-09-06 14:04 ./
+-rw-r----- 0/42            446 2024-09-06 14:04 ./etc/shadow
+lrwxrwxrwx 0/0               0 2024-09-06 11:34 ./bin/ps -> /bin/busybox
+-rw-r--r-- 1000/1000         5 2024-09-06 11:34 ./home/a file -> x
+drwxr-x--- 101/102           0 2024-09-06 11:34 ./var/lib/x/
+garbage line
+";
+        let owners = parse_tar_owners(listing);
+        assert_eq!(
+            owners.into_iter().collect::<Vec<_>>(),
+            [
+                (PathBuf::from("etc/shadow"), (0, 42)),
+                (PathBuf::from("home/a file"), (1000, 1000)),
+                (PathBuf::from("var/lib/x"), (101, 102)),
             ]
         );
     }

@@ -122,7 +122,8 @@ pub fn load_version(home: &Home, name: &str, version: &str) -> Result<Image> {
     Ok(image)
 }
 
-fn current_version(home: &Home, name: &str) -> Option<String> {
+/// The version new VMs of `name` get; `None` when it is not installed.
+pub fn current_version(home: &Home, name: &str) -> Option<String> {
     let link = std::fs::read_link(home.image_dir(name).join(CURRENT)).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
 }
