@@ -1,6 +1,7 @@
 //! vmlab: a virtualization lab on one host with QEMU + libvirt.
 
 pub mod accel;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod doctor;
