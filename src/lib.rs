@@ -13,3 +13,4 @@ pub mod paths;
 #[cfg(test)]
 mod testutil;
 pub mod units;
+pub mod workload;

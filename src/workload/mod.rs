@@ -1,0 +1,6 @@
+//! Workloads as data: manifests read from `workloads/<name>/` and static
+//! binaries built from them on the host, cached by what went into them.
+
+pub mod manifest;
+
+pub use manifest::{Kind, Params, Preset, Stage, Workload, load, load_all};
