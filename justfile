@@ -29,9 +29,9 @@ lab n="2": setup image
     {{vmlab}} status
     {{vmlab}} ssh vm-1 -- 'uname -sr; cat /etc/alpine-release 2>/dev/null; nproc; free -m | head -2'
 
-# Every test tier: unit + test:/// + CLI, then real VMs (sequential: they load the host).
+# Every test tier: unit + test:/// + CLI + workload builds, then real VMs (sequential: they load the host).
 test: setup
-    cargo test --quiet --lib --bins --test cli --test test_driver
+    cargo test --quiet --lib --bins --test cli --test test_driver --test workload_build
     cargo test --test e2e -- --ignored --test-threads=1
 
 # Boot timing: one guest, three in parallel, teardown (prints numbers).
