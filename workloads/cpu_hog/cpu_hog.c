@@ -105,7 +105,7 @@ static long number(const char *arg, const char *name, long min, long max)
 
 int main(int argc, char **argv)
 {
-	long threads = 1, duty_pct = 100, duration_s = 10;
+	long threads = 1, duty_pct = 100, duration_s = 60;
 	for (int i = 1; i < argc; i++) {
 		long v;
 		if ((v = number(argv[i], "--threads", 1, MAX_THREADS)) >= 0)

@@ -106,7 +106,7 @@ static struct options parse_args(int argc, char **argv)
 		.size_mib = 0,
 		.cap_mib = 256,
 		.grow_mib_per_s = 0,
-		.hold_s = 10,
+		.hold_s = 50,
 		.release_mib_per_s = 100,
 		.loops = 1,
 		.seed = 0,
