@@ -35,6 +35,7 @@ test: setup
     cargo test --quiet --lib --bins
     cargo test --quiet --test host_tools -- --nocapture
     cargo test --quiet --test cli --test test_driver
+    cargo test --quiet --test workload_build -- --nocapture
     cargo test --test e2e -- --ignored --test-threads=1
 
 # Boot timing: one guest, three in parallel, teardown (prints numbers).

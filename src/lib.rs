@@ -1,5 +1,6 @@
 //! vmlab: a virtualization lab on one host with QEMU + libvirt.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod doctor;
@@ -14,3 +15,4 @@ pub mod paths;
 #[cfg(test)]
 mod testutil;
 pub mod units;
+pub mod workload;

@@ -1,0 +1,3 @@
+//! Benchmark results: parsers that read a run's raw output into metrics.
+
+pub mod parse;
