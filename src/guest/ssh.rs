@@ -152,7 +152,10 @@ impl Guest {
                 Ok(guest) => return Ok(guest),
                 Err(e) if e.downcast_ref::<HostKeyChanged>().is_some() => return Err(e),
                 Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => {
+                    tracing::debug!("{}: not ready yet: {e:#}", target.vm);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     }

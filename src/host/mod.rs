@@ -26,6 +26,13 @@ pub fn program(program: &str) -> Result<std::path::PathBuf> {
 /// Runs `cmd` to completion; a non-zero exit is an error carrying its stderr.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let program = cmd.get_program().to_string_lossy().into_owned();
+    tracing::debug!(
+        "running {program} {}",
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let out = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow!("`{program}` is not installed; {INSTALL_HINT}"),
         _ => anyhow!("cannot run `{program}`: {e}"),

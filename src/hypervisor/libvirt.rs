@@ -27,6 +27,7 @@ impl Libvirt {
                 e.message()
             )
         })?;
+        tracing::debug!("connected to libvirt at {uri}");
         Ok(Self { conn })
     }
 
@@ -188,6 +189,7 @@ impl Hypervisor for Libvirt {
     }
 
     fn start(&self, name: &str) -> Result<()> {
+        tracing::debug!("libvirt: start {name}");
         self.get(name)?
             .create()
             .map_err(|e| anyhow!("starting `{name}`: {}", e.message()))?;
@@ -195,6 +197,7 @@ impl Hypervisor for Libvirt {
     }
 
     fn destroy(&self, name: &str) -> Result<()> {
+        tracing::debug!("libvirt: destroy {name}");
         let dom = self.get(name)?;
         if dom.is_active().unwrap_or(false) {
             dom.destroy()
@@ -204,6 +207,7 @@ impl Hypervisor for Libvirt {
     }
 
     fn undefine(&self, name: &str) -> Result<()> {
+        tracing::debug!("libvirt: undefine {name}");
         self.get(name)?
             .undefine()
             .map_err(|e| anyhow!("undefining `{name}`: {}", e.message()))

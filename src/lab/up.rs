@@ -359,6 +359,7 @@ impl Ctx<'_> {
     }
 
     fn run(&self, name: &str, step: Step) -> VmOutcome {
+        tracing::info!("{name}: {step:?}");
         let started = Instant::now();
         let result = self.converge(name, step);
         let last = match (&result, self.wait_ssh) {
@@ -484,7 +485,6 @@ impl Ctx<'_> {
     }
 
     fn note(&self, note: String) {
-        tracing::debug!("{note}");
         self.notes.lock().unwrap().push(note);
     }
 }
