@@ -67,6 +67,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         stdin: forward.then(|| Box::new(stdin) as Box<dyn std::io::Read + Send>),
         stdout: &mut std::io::stdout(),
         stderr: &mut std::io::stderr(),
+        cancel: None,
     };
     let end = guest.exec_io(&args.command.join(" "), io, None)?;
     if let Exit::Signal(signal) = &end {

@@ -65,6 +65,16 @@ pub struct Io<'a> {
     pub stdin: Option<Box<dyn Read + Send>>,
     pub stdout: &'a mut dyn Write,
     pub stderr: &'a mut dyn Write,
+    /// When the flag goes up (Ctrl-C), this command line is run in the guest
+    /// on a second channel (it stops the first one's process); the first
+    /// command's output is then read to its end.
+    pub cancel: Option<Cancel<'a>>,
+}
+
+/// How to stop a running command from outside.
+pub struct Cancel<'a> {
+    pub flag: &'a std::sync::atomic::AtomicBool,
+    pub stop: String,
 }
 
 /// Captured result of a command.
@@ -102,6 +112,11 @@ fn millis(d: Duration) -> u32 {
 }
 
 impl Guest {
+    /// The VM's name, for messages.
+    pub fn vm(&self) -> &str {
+        &self.vm
+    }
+
     /// One attempt: TCP, handshake, host key check, public key auth, all
     /// within `timeout`.
     pub fn connect(target: &SshTarget, timeout: Duration) -> Result<Guest> {
@@ -191,6 +206,7 @@ impl Guest {
             stdin,
             stdout,
             stderr,
+            mut cancel,
         } = io;
         let stdin = stdin.map(spawn_reader);
         let mut pending: Vec<u8> = Vec::new();
@@ -244,6 +260,10 @@ impl Guest {
             {
                 bail!("`{}` did not finish in time", self.vm);
             }
+            if let Some(c) = cancel.take_if(|c| c.flag.load(std::sync::atomic::Ordering::SeqCst)) {
+                self.run_aside(&c.stop)?;
+                last_heard = Instant::now();
+            }
             if last_heard.elapsed() >= PROBE_AFTER {
                 self.probe()?;
                 last_heard = Instant::now();
@@ -252,6 +272,20 @@ impl Guest {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+    }
+
+    /// Runs `command` on a second channel while the session is pumping another.
+    fn run_aside(&self, command: &str) -> Result<()> {
+        self.session.set_blocking(true);
+        let ran = (|| -> Result<()> {
+            let mut channel = self.session.channel_session()?;
+            channel.exec(command)?;
+            channel.send_eof()?;
+            channel.wait_close()?;
+            Ok(())
+        })();
+        self.session.set_blocking(false);
+        ran.with_context(|| format!("stopping the command in {}", self.vm))
     }
 
     /// The guest must open (and close) a channel within [`PROBE_TIMEOUT`].
@@ -284,6 +318,7 @@ impl Guest {
             stdin: None,
             stdout: &mut stdout,
             stderr: &mut stderr,
+            cancel: None,
         };
         let exit = self.exec_io(command, io, deadline)?;
         Ok(ExecOutput {
