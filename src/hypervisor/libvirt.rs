@@ -5,8 +5,11 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
-use super::{DomainInfo, DomainResources, Hypervisor, Mark, NodeInfo, PowerState, Vanished, owner};
-use crate::units::Kib;
+use super::{
+    Actuator, DomainInfo, DomainResources, Hypervisor, Mark, NodeInfo, PowerState, Vanished,
+    Versions, owner,
+};
+use crate::units::{CpuSet, Kib};
 
 /// How to get a local libvirtd answering.
 pub const START_LIBVIRT: &str =
@@ -127,6 +130,22 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn versions(&self) -> Result<Versions> {
+        let dotted = |v: u32| format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000);
+        let libvirt = self
+            .conn
+            .lib_version()
+            .map_err(|e| anyhow!("reading libvirt's version: {}", e.message()))?;
+        let hypervisor = self
+            .conn
+            .hyp_version()
+            .map_err(|e| anyhow!("reading the hypervisor's version: {}", e.message()))?;
+        Ok(Versions {
+            libvirt: dotted(libvirt),
+            hypervisor: dotted(hypervisor),
+        })
+    }
+
     fn domains(&self) -> Result<Vec<DomainInfo>> {
         let doms = self
             .conn
@@ -214,9 +233,66 @@ impl Hypervisor for Libvirt {
     }
 }
 
+impl Actuator for Libvirt {
+    fn set_vcpus(&self, name: &str, count: u32) -> Result<()> {
+        tracing::debug!("libvirt: setvcpus {name} {count}");
+        self.get(name)?
+            .set_vcpus_flags(count, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(|e| anyhow!("setting `{name}` to {count} vCPUs: {}", e.message()))
+    }
+
+    fn set_memory(&self, name: &str, target: Kib) -> Result<()> {
+        tracing::debug!("libvirt: setmem {name} {} KiB", target.0);
+        // Not `set_memory`: it drops libvirt's error.
+        self.get(name)?
+            .set_memory_flags(target.0, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(|e| {
+                anyhow!(
+                    "setting `{name}`'s memory to {}: {}",
+                    target.mib(),
+                    e.message()
+                )
+            })
+    }
+
+    fn pin_vcpu(&self, name: &str, vcpu: u32, pcpus: &CpuSet) -> Result<()> {
+        tracing::debug!("libvirt: vcpupin {name} {vcpu} {pcpus}");
+        let host_cpus = self
+            .conn
+            .node_info()
+            .map_err(|e| anyhow!("reading host info: {}", e.message()))?
+            .cpus;
+        let map = cpu_bitmap(pcpus, host_cpus);
+        self.get(name)?.pin_vcpu(vcpu, &map).map_err(|e| {
+            anyhow!(
+                "pinning vCPU {vcpu} of `{name}` to {pcpus}: {}",
+                e.message()
+            )
+        })
+    }
+}
+
+/// libvirt's CPU map: bit `c % 8` of byte `c / 8` is CPU `c`.
+fn cpu_bitmap(set: &CpuSet, host_cpus: u32) -> Vec<u8> {
+    let mut map = vec![0u8; host_cpus.div_ceil(8) as usize];
+    for (cpu, on) in set.to_map(host_cpus).into_iter().enumerate() {
+        if on {
+            map[cpu / 8] |= 1 << (cpu % 8);
+        }
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_bitmaps_are_little_endian_bits() {
+        let set: CpuSet = "0,2,9".parse().unwrap();
+        assert_eq!(cpu_bitmap(&set, 10), [0b0000_0101, 0b0000_0010]);
+        assert_eq!(cpu_bitmap(&set, 3), [0b0000_0101]);
+    }
 
     #[test]
     fn pins_come_from_cputune() {

@@ -100,6 +100,26 @@ pub struct DomainResources {
     pub memory_unused: Option<Kib>,
 }
 
+/// Versions of the virtualization stack, for result files.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Versions {
+    pub libvirt: String,
+    pub hypervisor: String,
+}
+
+/// Live changes to a running domain. Contracts: each takes effect on the
+/// running guest only (a restart returns to the domain's definition); a
+/// vanished domain is [`Vanished`].
+pub trait Actuator: Send + Sync {
+    /// Plugs or unplugs vCPUs up to the domain's maximum. An unplug may stay
+    /// pending under TCG ("vcpu unplug request timed out"): read the count back.
+    fn set_vcpus(&self, name: &str, count: u32) -> Result<()>;
+    /// The balloon target; the guest reaches it within about a second.
+    fn set_memory(&self, name: &str, target: Kib) -> Result<()>;
+    /// Where vCPU `vcpu` may run.
+    fn pin_vcpu(&self, name: &str, vcpu: u32, pcpus: &crate::units::CpuSet) -> Result<()>;
+}
+
 /// The hypervisor operations vmlab uses. Contracts:
 /// - `domain` returns `Ok(None)` when no domain has that name;
 /// - operations on a named domain that does not exist fail with [`Vanished`];
@@ -109,6 +129,7 @@ pub struct DomainResources {
 /// - `define` returns the domain's UUID.
 pub trait Hypervisor: Send + Sync {
     fn node(&self) -> Result<NodeInfo>;
+    fn versions(&self) -> Result<Versions>;
     fn domains(&self) -> Result<Vec<DomainInfo>>;
     fn domain(&self, name: &str) -> Result<Option<DomainInfo>>;
     fn resources(&self, name: &str) -> Result<DomainResources>;
