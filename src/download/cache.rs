@@ -41,6 +41,18 @@ impl Expected {
     }
 }
 
+/// The content did not have the digest it must have (nothing was cached).
+#[derive(Debug)]
+pub struct Mismatch(String);
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Index {
@@ -149,10 +161,11 @@ impl Cache {
         if let Some((expected, remedy)) = expected
             && !expected.matches(&digests)
         {
-            bail!(
+            return Err(Mismatch(format!(
                 "checksum mismatch for {source}: {}; nothing was cached, {remedy}",
                 expected.describe(&digests)
-            );
+            ))
+            .into());
         }
         let dest = self.path(&digests.sha256);
         std::fs::rename(&partial.0, &dest)

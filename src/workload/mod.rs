@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod manifest;
+pub mod source;
 
 pub use build::{Built, build};
 pub use manifest::{Kind, Params, Preset, Stage, Workload, load, load_all};
