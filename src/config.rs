@@ -82,6 +82,15 @@ pub struct Settings {
     /// VMs provisioned at once (TCG boots are CPU-bound) [default: the host's cores]
     #[arg(long)]
     pub jobs: Option<NonZeroU32>,
+    /// Workload folders (`VMLAB_WORKLOADS`) [default: ./workloads, else built in].
+    #[arg(skip)]
+    pub workloads_dir: Option<PathBuf>,
+    /// A directory of upstream source archives (`VMLAB_SOURCES`).
+    #[arg(skip)]
+    pub sources_dir: Option<PathBuf>,
+    /// A base URL serving them instead of upstream (`VMLAB_SOURCES_URL`).
+    #[arg(skip)]
+    pub sources_url: Option<String>,
 }
 
 /// Settings in effect, and which keys came from the file (for error messages).

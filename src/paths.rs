@@ -7,6 +7,8 @@
 //! images/<name>/<version>/        an installed base image (see image::store)
 //! cache/sha256/<hex>              content-addressed downloads
 //! cache/index.json                download URL -> digests of its cached content
+//! cache/builds/<key>/             a built workload binary (see workload::build)
+//! workloads/<digest>/             the workloads built into the binary, unpacked
 //! labs/<lab>/state.json           lab state: a cache of what libvirt's marks say
 //! labs/<lab>/lock                 held by `up`/`down` (exclusive)
 //! labs/<lab>/use.lock             held by long-running readers (shared)
@@ -89,6 +91,11 @@ impl Home {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache").join("sha256")
+    }
+
+    /// Built workload binaries, one directory per set of build inputs.
+    pub fn build_cache_dir(&self) -> PathBuf {
+        self.root.join("cache").join("builds")
     }
 
     /// Maps a download URL to the digests of its content in `cache_dir()`.

@@ -14,6 +14,8 @@ pub const USAGE: i32 = 2;
 /// vmlab could not do what was asked: libvirt unreachable, unknown VM,
 /// refused `up`, SSH failure, …
 pub const VMLAB_FAILED: i32 = 125;
+/// Stopped by Ctrl-C (after stopping what it ran in the guests).
+pub const INTERRUPTED: i32 = 130;
 /// The guest command was killed by a signal.
 pub const KILLED_BY_SIGNAL: i32 = 255;
 

@@ -8,9 +8,13 @@ mod down;
 pub mod exit;
 mod image;
 mod logging;
+mod run;
 mod ssh;
 mod status;
+mod stop;
 mod up;
+mod workload_args;
+mod workloads;
 
 use std::path::PathBuf;
 
@@ -60,6 +64,12 @@ enum Command {
     Ssh(ssh::Args),
     /// Print a VM's serial console log
     Console(console::Args),
+    /// Workloads and benchmarks vmlab can run, with their parameters
+    Workloads(workloads::Args),
+    /// Run a workload in VMs (in parallel); exits with the worst status
+    Run(run::Args),
+    /// Stop a workload started with `vmlab run --detach`
+    Stop(stop::Args),
     /// Build, fetch, list and remove base images
     #[command(subcommand)]
     Image(image::Command),
@@ -94,6 +104,9 @@ fn run(global: &Global, command: Command) -> Result<i32> {
         Command::Status(args) => status::run(global, args),
         Command::Ssh(args) => ssh::run(global, args),
         Command::Console(args) => console::run(global, args),
+        Command::Workloads(args) => workloads::run(global, args),
+        Command::Run(args) => run::run(global, args),
+        Command::Stop(args) => stop::run(global, args),
         Command::Image(cmd) => image::run(global, cmd),
         Command::Doctor(args) => doctor::run(global, args),
         Command::Completions(args) => completions::run(args),

@@ -281,6 +281,7 @@ impl Guest {
             let mut channel = self.session.channel_session()?;
             channel.exec(command)?;
             channel.send_eof()?;
+            std::io::copy(&mut channel, &mut std::io::sink())?;
             channel.wait_close()?;
             Ok(())
         })();

@@ -46,6 +46,80 @@ impl Inventory {
     }
 }
 
+/// Which VMs a command acts on: all of the lab's running ones, or those named.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum On {
+    #[default]
+    All,
+    Named(Vec<String>),
+}
+
+impl std::str::FromStr for On {
+    type Err = String;
+
+    /// `all`, or names separated by commas: `vm-1,vm-2`.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if text == "all" {
+            return Ok(On::All);
+        }
+        let names: Vec<String> = text.split(',').map(|n| n.trim().to_string()).collect();
+        for name in &names {
+            crate::config::check_name("VM", name).map_err(|e| e.to_string())?;
+        }
+        Ok(On::Named(names))
+    }
+}
+
+/// The records of the VMs `on` names; each must be this lab's and running.
+pub fn select(lab: &Lab, on: &On) -> Result<Vec<VmRecord>> {
+    let inv = take(lab)?;
+    if inv.state.vms.is_empty() {
+        anyhow::bail!(
+            "lab `{}` has no VMs; create some with `vmlab up 2`",
+            lab.name
+        );
+    }
+    let running = |r: &VmRecord| {
+        inv.domain(lab, &r.name)
+            .is_some_and(|d| d.state.is_active())
+    };
+    match on {
+        On::All => {
+            let vms: Vec<VmRecord> = inv
+                .state
+                .vms
+                .iter()
+                .filter(|r| running(r))
+                .cloned()
+                .collect();
+            if vms.is_empty() {
+                anyhow::bail!(
+                    "no VM of lab `{}` is running; start them with `vmlab up`",
+                    lab.name
+                );
+            }
+            Ok(vms)
+        }
+        On::Named(names) => names
+            .iter()
+            .map(|name| {
+                let record = inv.state.get(name).ok_or_else(|| {
+                    let known: Vec<&str> = inv.state.vms.iter().map(|v| v.name.as_str()).collect();
+                    anyhow::anyhow!(
+                        "lab `{}` has no VM `{name}`; it has {}",
+                        lab.name,
+                        known.join(", ")
+                    )
+                })?;
+                if !running(record) {
+                    anyhow::bail!("`{name}` is not running; start it with `vmlab up`");
+                }
+                Ok(record.clone())
+            })
+            .collect(),
+    }
+}
+
 /// Reads the state (rebuilding it when it is corrupt) and lists domains.
 /// Nothing is written: callers holding the change lock save `state`.
 pub fn take(lab: &Lab) -> Result<Inventory> {
@@ -138,6 +212,18 @@ mod tests {
                 attrs,
             }),
         }
+    }
+
+    #[test]
+    fn on_takes_all_or_checked_names() {
+        assert_eq!("all".parse::<On>(), Ok(On::All));
+        assert_eq!(
+            "vm-1, vm-2".parse::<On>(),
+            Ok(On::Named(vec!["vm-1".into(), "vm-2".into()]))
+        );
+        let err = "vm-1,../x".parse::<On>().unwrap_err();
+        assert!(err.starts_with("VM `../x` is not allowed"), "{err}");
+        assert!("vm-1,".parse::<On>().is_err(), "an empty name");
     }
 
     #[test]

@@ -1,0 +1,110 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+
+use super::workload_args::{WorkloadArgs, interrupt_flag};
+use super::{Global, connect, exit};
+use crate::bench::results::run_id;
+use crate::guest::ssh::Guest;
+use crate::lab::Lab;
+use crate::lab::inventory::select;
+use crate::lab::state::VmRecord;
+use crate::workload::Ready;
+use crate::workload::run::{GUEST_ROOT, Prefixed, Program, keep_raw};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    w: WorkloadArgs,
+    /// Leave it running in the background; `vmlab stop WORKLOAD` ends it
+    #[arg(long)]
+    detach: bool,
+    /// Where result files go: DIR/<run-id>/raw/<vm>/
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Arguments for the program itself, appended to its command line
+    #[arg(last = true)]
+    extra: Vec<String>,
+}
+
+/// Exits with the worst status of the VMs: 125 if vmlab could not run it
+/// somewhere, else the highest status a guest returned, 130 on Ctrl-C.
+pub fn run(global: &Global, args: Args) -> Result<i32> {
+    let place = global.place()?;
+    let home = global.home()?;
+    let hv = connect(&place.connect)?;
+    let lab = Lab::new(&hv, &home, &place.lab);
+    let vms = select(&lab, &args.w.on)?;
+    let ready = args.w.ready(global, &home)?;
+    let program = Program {
+        extra: &args.extra,
+        ..ready.program()
+    };
+    let id = run_id(&ready.workload.name, SystemTime::now());
+    let cancel = interrupt_flag()?;
+    let codes: Vec<i32> = std::thread::scope(|scope| {
+        let handles: Vec<_> = vms
+            .iter()
+            .map(|vm| {
+                let (lab, program, ready, id, cancel) = (&lab, &program, &ready, &id, &cancel);
+                let results = &args.results;
+                scope.spawn(move || {
+                    one_vm(lab, vm, program, ready, id, args.detach, results, cancel)
+                        .unwrap_or_else(|e| {
+                            eprintln!("error: {}: {e:#}", vm.name);
+                            exit::VMLAB_FAILED
+                        })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a VM's thread panicked"))
+            .collect()
+    });
+    if cancel.load(Ordering::SeqCst) {
+        eprintln!("interrupted: the program was stopped in every VM");
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(codes.into_iter().max().unwrap_or(exit::SUCCESS))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_vm(
+    lab: &Lab,
+    vm: &VmRecord,
+    program: &Program,
+    ready: &Ready,
+    id: &str,
+    detach: bool,
+    results: &std::path::Path,
+    cancel: &AtomicBool,
+) -> Result<i32> {
+    let guest = Guest::connect(&lab.ssh_target(vm), Duration::from_secs(10))?;
+    let name = &ready.workload.name;
+    if detach {
+        let dir = program.start_detached(&guest, id)?;
+        println!(
+            "{}: `{name}` runs in the background (output in {dir}); `vmlab stop {name}` ends it",
+            vm.name
+        );
+        return Ok(exit::SUCCESS);
+    }
+    let prefix = format!("{} | ", vm.name);
+    let outcome = program.run(
+        &guest,
+        &format!("{GUEST_ROOT}/runs/{id}"),
+        &mut Prefixed::new(prefix.clone(), std::io::stdout()),
+        &mut Prefixed::new(prefix, std::io::stderr()),
+        Some(cancel),
+    )?;
+    if !outcome.files.is_empty() {
+        let raw = results.join(id).join("raw").join(&vm.name);
+        keep_raw(&raw, &outcome)?;
+        eprintln!("{}: result files in {}", vm.name, raw.display());
+    }
+    eprintln!("{}: {} after {:.1} s", vm.name, outcome.exit, outcome.run_s);
+    Ok(exit::of_guest(&outcome.exit))
+}

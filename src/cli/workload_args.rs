@@ -1,0 +1,85 @@
+//! Arguments `run` and `bench` share: which workload, with which parameters
+//! and sources, on which VMs; and Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Result;
+
+use super::Global;
+use crate::lab::inventory::On;
+use crate::paths::Home;
+use crate::workload::source::Offered;
+use crate::workload::{Preset, Ready, Request, parse_param, ready};
+
+#[derive(clap::Args, Debug)]
+pub struct WorkloadArgs {
+    /// A workload (`vmlab workloads` lists them)
+    pub workload: String,
+    /// VMs to use: `all` or names separated by commas
+    #[arg(long, default_value = "all")]
+    pub on: On,
+    /// A parameter, KEY=VALUE (repeatable; `vmlab workloads` lists them)
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Small sizes (seconds under TCG) as the defaults, for CI and tests
+    #[arg(long)]
+    pub ci: bool,
+    /// The upstream source archive, when vmlab cannot download it
+    #[arg(long, value_name = "FILE")]
+    pub source: Option<PathBuf>,
+}
+
+impl WorkloadArgs {
+    /// Finds, checks, fetches and builds the workload, saying what it does.
+    pub fn ready(&self, global: &Global, home: &Home) -> Result<Ready> {
+        let file = global.spec(Default::default())?.given;
+        let env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
+        let request = Request {
+            name: self.workload.clone(),
+            given: self.params.clone(),
+            preset: if self.ci { Preset::Ci } else { Preset::Default },
+            offered: Offered {
+                file: self.source.clone(),
+                mirror: env("VMLAB_SOURCES").map(PathBuf::from).or(file.sources_dir),
+                mirror_url: env("VMLAB_SOURCES_URL")
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .or(file.sources_url),
+            },
+            workloads_dir: env("VMLAB_WORKLOADS")
+                .map(PathBuf::from)
+                .or(file.workloads_dir),
+        };
+        let started = std::time::Instant::now();
+        let ready = ready(home, &request, &mut |stage| {
+            tracing::info!("{}: {stage}", request.name)
+        })?;
+        eprintln!(
+            "{}: source {:?}, binary {} ({}, {:.1} s)",
+            ready.workload.name,
+            ready.source.origin,
+            &ready.built.sha256[..12],
+            if ready.built.cache_hit {
+                "cached"
+            } else {
+                "built"
+            },
+            started.elapsed().as_secs_f64()
+        );
+        Ok(ready)
+    }
+}
+
+/// Ctrl-C raises the flag (the first time: commands stop their guest
+/// processes and finish cleanly); a second Ctrl-C exits at once.
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        flag.clone(),
+    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
+    Ok(flag)
+}
