@@ -235,3 +235,63 @@ fn down_and_console_of_unknown_vms() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_workload_requests_are_one_line_errors_and_leave_no_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cases: [(&[&str], i32, &str); 7] = [
+        (
+            &["bench", "nope"],
+            125,
+            "error: unknown workload `nope`; known: cpu_hog, hpccg, hpcg, memory_hog",
+        ),
+        (
+            &["bench", "stream", "--param", "bogus=1"],
+            125,
+            "error: `stream` has no parameter `bogus`; its parameters: ",
+        ),
+        (
+            &["bench", "stream", "--param", "array_size=12"],
+            125,
+            "error: `stream` parameter `array_size`: ",
+        ),
+        (
+            &["bench", "stream", "--param", "nokey"],
+            2,
+            "error: invalid value 'nokey' for '--param <KEY=VALUE>': `nokey` is not KEY=VALUE",
+        ),
+        (
+            &["bench", "stream", "--matrix", "vcpus=x"],
+            125,
+            "error: matrix value `vcpus=x` is not a vCPU count",
+        ),
+        (
+            &["bench", "stream", "--on", "a/b"],
+            2,
+            "error: invalid value 'a/b' for '--on <ON>': VM `a/b` is not allowed",
+        ),
+        // Everything the request says is fine: the lab is what is missing.
+        (
+            &["run", "stream", "--ci"],
+            125,
+            "error: lab `default` has no VMs; create some with `vmlab up 2`",
+        ),
+    ];
+    for (args, code, expected) in cases {
+        let err = stderr_of(
+            vmlab(&home)
+                .args(["--connect", "test:///default"])
+                .args(args),
+            code,
+        );
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+        if code == 125 {
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    assert!(
+        !dir.path().join("results").exists(),
+        "a refused request created a results directory"
+    );
+}

@@ -647,3 +647,25 @@ fn vms_keep_their_image_version_across_a_rebuild() {
     down(&lab, &["vm-1".into()]).unwrap();
     assert_eq!(image::prune(&f.home).unwrap(), [v1.id()]);
 }
+
+#[test]
+fn live_changes_are_read_back_from_libvirt() {
+    use vmlab::hypervisor::{Actuator, Vanished};
+    use vmlab::units::{CpuSet, Kib};
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default()); // 1 of 2 vCPUs, 512 of 1024 MiB
+    f.hv.set_vcpus("vm-1", 2).unwrap();
+    f.hv.set_memory("vm-1", Kib(256 * 1024)).unwrap();
+    f.hv.pin_vcpu("vm-1", 1, &"0".parse::<CpuSet>().unwrap())
+        .unwrap();
+    let r = f.hv.resources("vm-1").unwrap();
+    assert_eq!(r.vcpus_current, 2);
+    assert_eq!(r.memory_actual, Kib(256 * 1024));
+    assert!(r.pins.contains(&(1, "0".to_string())), "{:?}", r.pins);
+    assert_eq!(r.domain_type, "qemu", "TCG, as vmlab defined it");
+    let err = f.hv.set_vcpus("vm-1", 3).unwrap_err().to_string();
+    assert!(err.starts_with("setting `vm-1` to 3 vCPUs: "), "{err}");
+    let err = f.hv.set_memory("gone", Kib(1)).unwrap_err();
+    assert!(err.downcast_ref::<Vanished>().is_some(), "{err}");
+}

@@ -1,6 +1,8 @@
 //! Command-line interface: clap definitions and one small function per verb
 //! that turns arguments into a typed request and calls the domain modules.
 
+mod bars;
+mod bench;
 mod completions;
 mod console;
 mod doctor;
@@ -70,6 +72,8 @@ enum Command {
     Run(run::Args),
     /// Stop a workload started with `vmlab run --detach`
     Stop(stop::Args),
+    /// Benchmark VMs (matrix of vCPUs/memory, repeats) into results/<run-id>/
+    Bench(bench::Args),
     /// Build, fetch, list and remove base images
     #[command(subcommand)]
     Image(image::Command),
@@ -107,6 +111,7 @@ fn run(global: &Global, command: Command) -> Result<i32> {
         Command::Workloads(args) => workloads::run(global, args),
         Command::Run(args) => run::run(global, args),
         Command::Stop(args) => stop::run(global, args),
+        Command::Bench(args) => bench::run(global, args),
         Command::Image(cmd) => image::run(global, cmd),
         Command::Doctor(args) => doctor::run(global, args),
         Command::Completions(args) => completions::run(args),

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
-use super::workload_args::{WorkloadArgs, interrupt_flag};
+use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, connect, exit};
 use crate::bench::results::run_id;
 use crate::guest::ssh::Guest;
@@ -34,10 +34,11 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> Result<i32> {
     let place = global.place()?;
     let home = global.home()?;
+    let (checked, request) = args.w.check(global, &home)?;
     let hv = connect(&place.connect)?;
     let lab = Lab::new(&hv, &home, &place.lab);
     let vms = select(&lab, &args.w.on)?;
-    let ready = args.w.ready(global, &home)?;
+    let ready = ready(checked, &request, &home)?;
     let program = Program {
         extra: &args.extra,
         ..ready.program()

@@ -1,12 +1,9 @@
-use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Result, bail};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::bars::Bars;
 use super::{Global, connect, exit, notes};
 use crate::config::Settings;
 use crate::lab::Lab;
@@ -52,7 +49,11 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             count: args.count,
             wait_ssh: !args.no_wait,
         },
-        &|vm, stage| bars.show(vm, stage),
+        &|vm, stage| {
+            if stage != Stage::Queued {
+                bars.show(vm, &stage.to_string(), stage.is_final())
+            }
+        },
     )?;
     bars.clear();
     notes(&report.notes);
@@ -123,57 +124,4 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         started.elapsed().as_secs_f64()
     );
     Ok(exit::SUCCESS)
-}
-
-/// One progress line per VM on a terminal; plain stage lines otherwise (CI logs).
-struct Bars {
-    multi: Option<MultiProgress>,
-    bars: Mutex<HashMap<String, ProgressBar>>,
-    started: Instant,
-    lines: bool,
-}
-
-impl Bars {
-    fn new(lines: bool) -> Self {
-        let multi = (lines && std::io::stderr().is_terminal()).then(MultiProgress::new);
-        Self {
-            multi,
-            bars: Mutex::new(HashMap::new()),
-            started: Instant::now(),
-            lines,
-        }
-    }
-
-    fn show(&self, vm: &str, stage: Stage) {
-        let Some(multi) = &self.multi else {
-            if self.lines && stage != Stage::Queued {
-                eprintln!(
-                    "[{:>5.1}s] {vm}: {stage}",
-                    self.started.elapsed().as_secs_f64()
-                );
-            }
-            return;
-        };
-        let mut bars = self.bars.lock().unwrap();
-        let bar = bars.entry(vm.to_string()).or_insert_with(|| {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:<10} {msg} ({elapsed})")
-                    .expect("valid template"),
-            );
-            bar.set_prefix(vm.to_string());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        bar.set_message(stage.to_string());
-        if stage.is_final() {
-            bar.finish();
-        }
-    }
-
-    fn clear(&self) {
-        if let Some(multi) = &self.multi {
-            multi.clear().ok();
-        }
-    }
 }

@@ -11,7 +11,7 @@ use super::Global;
 use crate::lab::inventory::On;
 use crate::paths::Home;
 use crate::workload::source::Offered;
-use crate::workload::{Preset, Ready, Request, parse_param, ready};
+use crate::workload::{Checked, Preset, Ready, Request, check, parse_param};
 
 #[derive(clap::Args, Debug)]
 pub struct WorkloadArgs {
@@ -32,8 +32,8 @@ pub struct WorkloadArgs {
 }
 
 impl WorkloadArgs {
-    /// Finds, checks, fetches and builds the workload, saying what it does.
-    pub fn ready(&self, global: &Global, home: &Home) -> Result<Ready> {
+    /// Finds the workload and checks its parameters (nothing downloaded or built).
+    pub fn check(&self, global: &Global, home: &Home) -> Result<(Checked, Request)> {
         let file = global.spec(Default::default())?.given;
         let env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
         let request = Request {
@@ -51,24 +51,29 @@ impl WorkloadArgs {
                 .map(PathBuf::from)
                 .or(file.workloads_dir),
         };
-        let started = std::time::Instant::now();
-        let ready = ready(home, &request, &mut |stage| {
-            tracing::info!("{}: {stage}", request.name)
-        })?;
-        eprintln!(
-            "{}: source {:?}, binary {} ({}, {:.1} s)",
-            ready.workload.name,
-            ready.source.origin,
-            &ready.built.sha256[..12],
-            if ready.built.cache_hit {
-                "cached"
-            } else {
-                "built"
-            },
-            started.elapsed().as_secs_f64()
-        );
-        Ok(ready)
+        Ok((check(home, &request)?, request))
     }
+}
+
+/// Locates the source and builds, saying what it did.
+pub fn ready(checked: Checked, request: &Request, home: &Home) -> Result<Ready> {
+    let started = std::time::Instant::now();
+    let ready = checked.ready(home, &request.offered, &mut |stage| {
+        tracing::info!("{}: {stage}", request.name)
+    })?;
+    eprintln!(
+        "{}: source {:?}, binary {} ({}, {:.1} s)",
+        ready.workload.name,
+        ready.source.origin,
+        &ready.built.sha256[..12],
+        if ready.built.cache_hit {
+            "cached"
+        } else {
+            "built"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ready)
 }
 
 /// Ctrl-C raises the flag (the first time: commands stop their guest

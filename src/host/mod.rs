@@ -2,6 +2,7 @@
 //! say which program failed, what it printed, and how to get it.
 
 pub mod accel;
+pub mod facts;
 
 use std::process::{Command, Output};
 

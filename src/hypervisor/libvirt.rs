@@ -188,7 +188,12 @@ impl Hypervisor for Libvirt {
                 }
             }
         }
+        let domain_type = roxmltree::Document::parse(&xml)
+            .ok()
+            .and_then(|d| d.root_element().attribute("type").map(str::to_string))
+            .unwrap_or_default();
         Ok(DomainResources {
+            domain_type,
             vcpus_current,
             vcpus_max,
             pins: parse_pins(&xml)?,

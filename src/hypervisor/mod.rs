@@ -88,8 +88,10 @@ pub struct DomainInfo {
 }
 
 /// Live resources of one domain.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainResources {
+    /// `kvm`, `qemu` (TCG) or another driver's type (`test`).
+    pub domain_type: String,
     pub vcpus_current: u32,
     pub vcpus_max: u32,
     /// `vcpu → cpuset` as libvirt reports pins (`<vcpupin>`); empty when unpinned.

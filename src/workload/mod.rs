@@ -50,22 +50,46 @@ impl Ready {
     }
 }
 
-/// Gets a workload ready; `stage` hears "source" and "build" as they start.
-/// Everything the user gave is checked before anything is downloaded or built.
-pub fn ready(home: &Home, req: &Request, stage: &mut dyn FnMut(&str)) -> Result<Ready> {
+/// A workload found and its parameters checked: all that can be said
+/// wrong about a request without downloading or building anything.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub workload: Workload,
+    pub params: Params,
+}
+
+/// Finds the workload and checks the parameters.
+pub fn check(home: &Home, req: &Request) -> Result<Checked> {
     let dir = catalog::dir(home, req.workloads_dir.as_deref())?;
     let workload = load(&dir, &req.name)?;
     let params = workload.resolve_preset(req.preset, &req.given)?;
-    stage("source");
-    let source = source::locate(home, &workload, &req.offered, &mut |_, _| {})?;
-    stage("build");
-    let built = build(&workload, &source.path, &params, &home.build_cache_dir())?;
-    Ok(Ready {
-        workload,
-        params,
-        source,
-        built,
-    })
+    Ok(Checked { workload, params })
+}
+
+impl Checked {
+    /// Locates the source and builds; `stage` hears "source" and "build".
+    pub fn ready(
+        self,
+        home: &Home,
+        offered: &Offered,
+        stage: &mut dyn FnMut(&str),
+    ) -> Result<Ready> {
+        stage("source");
+        let source = source::locate(home, &self.workload, offered, &mut |_, _| {})?;
+        stage("build");
+        let built = build(
+            &self.workload,
+            &source.path,
+            &self.params,
+            &home.build_cache_dir(),
+        )?;
+        Ok(Ready {
+            workload: self.workload,
+            params: self.params,
+            source,
+            built,
+        })
+    }
 }
 
 /// `KEY=VALUE` from the command line.

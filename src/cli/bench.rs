@@ -1,0 +1,139 @@
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+
+use super::bars::Bars;
+use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
+use super::{Global, connect, exit};
+use crate::bench::matrix::Matrix;
+use crate::bench::results::{create_run_dir, run_id, timestamp};
+use crate::bench::run::{Plan, RunRecord, SourceRecord, bench, summarize};
+use crate::guest::ssh::Guest;
+use crate::hypervisor::Hypervisor;
+use crate::lab::Lab;
+use crate::lab::inventory::select;
+use crate::workload::manifest::Source;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    w: WorkloadArgs,
+    /// Runs per VM and cell
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+    /// VM configurations to run under, applied live: `vcpus=1,2 memory=512M,1G`
+    #[arg(long, num_args = 1.., value_name = "KEY=V1,V2")]
+    matrix: Vec<String>,
+    /// Where results go: DIR/<run-id>/
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+}
+
+/// Exit 0 when every run gave results, 1 when some VM failed, 130 on Ctrl-C.
+pub fn run(global: &Global, args: Args) -> Result<i32> {
+    let matrix = Matrix::parse(&args.matrix)?;
+    let place = global.place()?;
+    let home = global.home()?;
+    let (checked, request) = args.w.check(global, &home)?;
+    let hv = connect(&place.connect)?;
+    let lab = Lab::new(&hv, &home, &place.lab);
+    let vms = select(&lab, &args.w.on)?;
+    for vm in &vms {
+        matrix.check(vm)?;
+    }
+    let ready = ready(checked, &request, &home)?;
+    let guests = vms
+        .iter()
+        .map(|vm| Guest::connect(&lab.ssh_target(vm), Duration::from_secs(10)))
+        .collect::<Result<Vec<_>>>()?;
+    let node = hv.node()?;
+    let accel = vms
+        .iter()
+        .map(|vm| Ok((vm.name.clone(), hv.resources(&vm.name)?.domain_type)))
+        .collect::<Result<Vec<_>>>()?;
+    let now = SystemTime::now();
+    let id = run_id(&ready.workload.name, now);
+    let (url, sha256) = match &ready.workload.source {
+        Source::Upstream { url, sha256, .. } => (Some(url.clone()), Some(sha256.clone())),
+        Source::Files(_) => (None, None),
+    };
+    let record = RunRecord {
+        schema: 1,
+        run_id: id.clone(),
+        started: timestamp(now),
+        finished: None,
+        interrupted: false,
+        lab: lab.name.clone(),
+        benchmark: ready.workload.name.clone(),
+        params: ready
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        matrix: matrix.clone(),
+        repeat: args.repeat,
+        vms: vms.iter().map(|v| v.name.clone()).collect(),
+        source: SourceRecord {
+            url,
+            sha256,
+            origin: ready.source.origin,
+        },
+        binary_sha256: ready.built.sha256.clone(),
+        host: crate::host::facts::read(node.cpus, node.memory.mib().0),
+        versions: hv.versions()?,
+        accel,
+        cells: Vec::new(),
+        runs: Vec::new(),
+    };
+    // Every check passed: only now does the run get a directory.
+    let run_dir = create_run_dir(&args.results, &id)?;
+    let cancel = interrupt_flag()?;
+    let bars = Bars::new(true);
+    let plan = Plan {
+        ready: &ready,
+        vms: &vms,
+        guests: &guests,
+        cells: matrix.cells(),
+        repeat: args.repeat,
+        run_dir: run_dir.clone(),
+        record,
+    };
+    let cells = plan.cells.clone();
+    let report = bench(&hv, &hv, plan, &cancel, &|vm, what| {
+        bars.show(vm, what, false)
+    })?;
+    bars.clear();
+    let summary = summarize(&report.rows);
+    println!(
+        "{:<28} {:<24} {:>12} {:>12} {:>12}  {:<10} N",
+        "CELL", "METRIC", "MEDIAN", "MIN", "MAX", "UNIT"
+    );
+    for s in &summary {
+        let cell = cells
+            .iter()
+            .find(|c| c.index == s.cell)
+            .map(|c| format!("{}: {c}", c.index));
+        println!(
+            "{:<28} {:<24} {:>12.4} {:>12.4} {:>12.4}  {:<10} {}",
+            cell.unwrap_or_default(),
+            s.metric,
+            s.median,
+            s.min,
+            s.max,
+            s.unit,
+            s.n
+        );
+    }
+    for f in &report.failures {
+        eprintln!("failed: {f}");
+    }
+    println!("results in {}", run_dir.display());
+    Ok(if report.interrupted {
+        exit::INTERRUPTED
+    } else if report.failures.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::CHECK_FAILED
+    })
+}
