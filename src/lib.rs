@@ -3,6 +3,7 @@
 pub mod accel;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod doctor;
 pub mod guest;
 pub mod host;

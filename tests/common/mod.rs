@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use vmlab::metrics::row::{MetricsRow, MetricsWriter};
 use vmlab::metrics::run::{BENCH_CSV, BenchResult, DECISIONS_CSV, Decision, METRICS_CSV};
 
+pub mod http;
+
 pub const PCPUS: usize = 2;
 pub const VMS: [&str; 3] = ["vm-1", "vm-2", "vm-3"];
 pub const SAMPLES: usize = 30;
@@ -285,4 +287,20 @@ fn write_csv<T: serde::Serialize>(path: &Path, records: &[T]) {
         writer.serialize(record).unwrap();
     }
     writer.flush().unwrap();
+}
+
+/// Appends samples `ks` to the run in `dir`, as `vmlab monitor` would while a
+/// dashboard follows it.
+pub fn append_samples(dir: &Path, ks: std::ops::Range<usize>) {
+    let mut writer = MetricsWriter::new(Vec::new(), PCPUS).unwrap();
+    for k in ks {
+        writer.write_sample(&sample_rows(k)).unwrap();
+    }
+    let bytes = writer.into_inner().unwrap();
+    let header_end = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(METRICS_CSV))
+        .unwrap();
+    std::io::Write::write_all(&mut file, &bytes[header_end..]).unwrap();
 }
