@@ -11,6 +11,7 @@ pub mod hypervisor;
 pub mod lab;
 pub mod metrics;
 pub mod paths;
+pub mod plot;
 #[cfg(test)]
 mod testutil;
 pub mod units;
