@@ -268,6 +268,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_column() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## metrics.csv").expect("README section")..];
+        for column in header(1) {
+            assert!(
+                section.contains(&format!("`{column}`")),
+                "README's metrics.csv section lacks `{column}`"
+            );
+        }
+    }
+
+    #[test]
     fn writes_rows_with_gaps_as_empty_cells() {
         let mut writer = MetricsWriter::new(Vec::new(), 2).unwrap();
         writer.write_sample(&sample_rows()).unwrap();
