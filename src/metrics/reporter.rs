@@ -363,6 +363,73 @@ vmlab-r1 2336520 0.0 24683656 740216 23943440 0.0 0.0 341027830 882628
         );
     }
 
+    /// Runs the real script for three lines with `shell` (when installed here).
+    fn lines_from_script(shell: &[&str]) -> Option<Vec<String>> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+
+        which::which(shell[0]).ok()?;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("reporter.sh");
+        std::fs::write(&script, REPORTER_SH).unwrap();
+        let mut child = std::process::Command::new(shell[0])
+            .args(&shell[1..])
+            .arg(&script)
+            .arg("0.2")
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = child.id() as i32;
+        // SAFETY (both kills): kill(2) on the process group this test started,
+        // while its leader is still unwaited, so the group id is still ours.
+        let kill = move |signal| unsafe { libc::kill(-group, signal) };
+        // A script that prints nothing must not hang the test.
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let timeout = std::time::Duration::from_secs(20);
+            if finished.recv_timeout(timeout) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                kill(libc::SIGKILL);
+            }
+        });
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let lines: Vec<String> = (0..3)
+            .map(|_| {
+                let mut line = String::new();
+                out.read_line(&mut line).unwrap();
+                line
+            })
+            .collect();
+        drop(done);
+        watchdog.join().unwrap();
+        kill(libc::SIGTERM);
+        child.wait().unwrap();
+        Some(lines)
+    }
+
+    #[test]
+    fn the_script_prints_lines_this_parser_reads() {
+        // busybox sh + awk is what an Alpine guest runs; bash + the host's awk
+        // shows the script is not tied to it.
+        for shell in [&["busybox", "sh"][..], &["bash"]] {
+            let Some(lines) = lines_from_script(shell) else {
+                continue;
+            };
+            let samples: Vec<GuestSample> = lines
+                .iter()
+                .map(|l| parse_line(l).unwrap_or_else(|e| panic!("{shell:?}: {l:?}: {e}")))
+                .collect();
+            let steps: Vec<u64> = samples
+                .windows(2)
+                .map(|w| w[1].uptime_ms - w[0].uptime_ms)
+                .collect();
+            assert!(
+                steps.iter().all(|ms| (150..=400).contains(ms)),
+                "{shell:?}: 0.2 s apart: {steps:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_script_documents_the_format_it_prints() {
         assert!(REPORTER_SH.contains(&format!("Line format `{LINE_TAG}`")));

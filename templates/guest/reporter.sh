@@ -15,12 +15,13 @@
 # NET_*       byte counters of hardware-backed interfaces since boot (not rates).
 # The first line comes one interval after start, so every line holds deltas.
 #
-# Cost: two processes, started once; nothing forks per sample (under TCG a
-# fork+exec costs ~40 ms of guest CPU, more than a whole sample should). The
+# Cost: a shell and an awk run for good; nothing forks per sample (under TCG
+# a fork+exec costs ~40 ms of guest CPU, more than a whole sample should). The
 # shell only keeps time: `read -t` on a FIFO nobody writes to is its sleep, and
 # it sends awk one empty line per interval. awk reads the /proc and /sys files
 # with buffered reads (a shell `read` makes two syscalls per byte).
-# Needs a shell with fractional `read -t` (busybox ash, bash) and any awk.
+# Needs a shell with fractional `read -t` (busybox ash, bash) and an awk
+# (busybox, gawk, mawk).
 
 interval=${1:-1}
 case $interval in
@@ -55,6 +56,12 @@ fifo=${TMPDIR:-/tmp}/vmlab-reporter.$$
 mkfifo -m 600 "$fifo" || exit 1
 exec 3<>"$fifo"
 rm -f "$fifo"
+# A shell without `read -t` (dash) would spin instead of sleeping: refuse it.
+read -r -t 0.01 _ <&3 2>/dev/null
+if [ $? -eq 2 ]; then
+	echo "reporter: this shell has no 'read -t'; run it with busybox sh or bash" >&2
+	exit 2
+fi
 
 # One empty line per interval on a fixed cadence (centiseconds since boot).
 ticker() {
@@ -74,8 +81,12 @@ ticker() {
 	done
 }
 
+# mawk reads a pipe in blocks and would sit on the ticks: ask it for lines.
+awk=awk
+case $(awk -W version 2>&1) in mawk*) awk="awk -W interactive" ;; esac
+
 # awk prints integers with %.0f: busybox awk's %d wraps at 2^31.
-ticker | awk -v disks="$disks" -v nics="$nics" '
+ticker | $awk -v disks="$disks" -v nics="$nics" '
 function first_line(file,   line) {
 	line = ""
 	getline line <file
