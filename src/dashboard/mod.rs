@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::metrics::prometheus;
@@ -105,7 +105,8 @@ impl Dashboard {
         self.addr
     }
 
-    /// Serves until `stop` is set; returns after every page thread has ended.
+    /// Serves until `stop` is set (or accepting fails, which sets it); returns
+    /// after the source and every page thread have ended.
     pub fn run(self, stop: &Arc<AtomicBool>) -> Result<()> {
         let Dashboard {
             server,
@@ -126,19 +127,26 @@ impl Dashboard {
             }
         };
         let mut pages: Vec<JoinHandle<()>> = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let request = server
-                .recv_timeout(Duration::from_millis(200))
-                .with_context(|| format!("dashboard on {addr} stopped accepting"))?;
-            if let Some(page) = request.and_then(|r| handle(r, &feed, &lab, stop)) {
-                pages.push(page);
+        let result = loop {
+            if stop.load(Ordering::Relaxed) {
+                break Ok(());
             }
-            pages.retain(|p| !p.is_finished());
-        }
+            match server.recv_timeout(Duration::from_millis(200)) {
+                Ok(request) => {
+                    if let Some(page) = request.and_then(|r| handle(r, &feed, &lab, stop)) {
+                        pages.push(page);
+                    }
+                    pages.retain(|p| !p.is_finished());
+                }
+                Err(e) => break Err(anyhow!(e).context(format!("dashboard on {addr} stopped"))),
+            }
+        };
+        // After an accept error too: the source and the pages end with the server.
+        stop.store(true, Ordering::Relaxed);
         for thread in pages.into_iter().chain([source]) {
             let _ = thread.join();
         }
-        Ok(())
+        result
     }
 }
 
