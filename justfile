@@ -34,7 +34,8 @@ lab n="2": setup image
 test: setup
     cargo test --quiet --lib --bins
     cargo test --quiet --test host_tools -- --nocapture
-    cargo test --quiet --test cli --test test_driver
+    cargo test --quiet --test cli --test test_driver --test fixture_run --test dashboard --test plot
+    cargo test --quiet --test dashboard_browser -- --nocapture
     cargo test --quiet --test workload_build -- --nocapture
     cargo test --test e2e -- --ignored --test-threads=1
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod doctor;
 pub mod download;
 pub mod files;
@@ -11,7 +12,9 @@ pub mod host;
 pub mod hypervisor;
 pub mod image;
 pub mod lab;
+pub mod metrics;
 pub mod paths;
+pub mod plot;
 #[cfg(test)]
 mod testutil;
 pub mod units;

@@ -1,0 +1,294 @@
+//! The CSV files of a run directory (`results/<run-id>/`), read whole or
+//! tailed while another part of vmlab appends to them.
+//!
+//! `decisions.csv` (written by the manager) and `bench.csv` (by `vmlab bench`)
+//! are read with small structs of their own that ignore extra columns.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::row::{MetricsRow, pcpu_column_indexes};
+
+pub const METRICS_CSV: &str = "metrics.csv";
+pub const DECISIONS_CSV: &str = "decisions.csv";
+pub const BENCH_CSV: &str = "bench.csv";
+
+/// One line of `decisions.csv`: `time,t_s,vm,kind,before,after,unit,reason,inputs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub time: String,
+    pub t_s: f64,
+    pub vm: String,
+    /// `pin`, `memory` or `vcpus`.
+    pub kind: String,
+    pub before: String,
+    pub after: String,
+    /// `pcpus`, `mib` or `vcpus`.
+    pub unit: String,
+    pub reason: String,
+    /// `key=value;key=value`.
+    pub inputs: String,
+}
+
+/// One line of `bench.csv`; `value` is empty when the run produced none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub run_id: String,
+    pub time: String,
+    pub vm: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub benchmark: String,
+    pub params: String,
+    pub metric: String,
+    pub value: Option<f64>,
+    pub unit: String,
+    pub valid: bool,
+    pub duration_s: Option<f64>,
+}
+
+/// A typed record of one of the run's CSV files.
+pub trait CsvRecord: Sized {
+    fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self>;
+}
+
+impl CsvRecord for MetricsRow {
+    fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
+        MetricsRow::from_record(headers, record)
+    }
+}
+
+fn deserialize<T: DeserializeOwned>(
+    headers: &csv::StringRecord,
+    record: &csv::StringRecord,
+) -> Result<T> {
+    Ok(record.deserialize(Some(headers))?)
+}
+
+impl CsvRecord for Decision {
+    fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
+        deserialize(headers, record)
+    }
+}
+
+impl CsvRecord for BenchResult {
+    fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
+        deserialize(headers, record)
+    }
+}
+
+/// Reads the complete records appended to a CSV file since the previous call.
+/// A missing file has no records yet; a last line without its newline is left
+/// for the next call (the writer is in the middle of it). A record that does not
+/// parse is skipped and counted, so a live reader never stops on one bad line.
+pub struct CsvTail<T> {
+    path: PathBuf,
+    offset: u64,
+    headers: Option<csv::StringRecord>,
+    records_read: u64,
+    /// Records skipped because they did not parse.
+    pub skipped: u64,
+    pub last_error: Option<String>,
+    _record: std::marker::PhantomData<T>,
+}
+
+impl<T: CsvRecord> CsvTail<T> {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            offset: 0,
+            headers: None,
+            records_read: 0,
+            skipped: 0,
+            last_error: None,
+            _record: std::marker::PhantomData,
+        }
+    }
+
+    /// The file's header, once it has been read.
+    pub fn headers(&self) -> Option<&csv::StringRecord> {
+        self.headers.as_ref()
+    }
+
+    pub fn read_new(&mut self) -> Result<Vec<T>> {
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open `{}`", self.path.display()));
+            }
+        };
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(self.offset))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read `{}`", self.path.display()))?;
+        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let complete = &bytes[..=end];
+        self.offset += complete.len() as u64;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(complete);
+        let mut records = Vec::new();
+        for result in reader.records() {
+            self.records_read += 1;
+            let parsed =
+                result
+                    .map_err(anyhow::Error::from)
+                    .and_then(|record| match &self.headers {
+                        None => {
+                            self.headers = Some(record);
+                            Ok(None)
+                        }
+                        Some(headers) => T::from_record(headers, &record).map(Some),
+                    });
+            match parsed {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                Err(e) => {
+                    self.skipped += 1;
+                    self.last_error = Some(format!(
+                        "{} record {}: {e:#}",
+                        self.path.display(),
+                        self.records_read
+                    ));
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Everything in the file, refusing it when any record is malformed.
+    pub fn read_all(mut self) -> Result<(Option<csv::StringRecord>, Vec<T>)> {
+        let records = self.read_new()?;
+        if let Some(e) = &self.last_error {
+            bail!(
+                "{} malformed record(s) in `{}`; the last: {e}",
+                self.skipped,
+                self.path.display()
+            );
+        }
+        Ok((self.headers, records))
+    }
+}
+
+/// Everything recorded in a finished run directory.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    pub dir: PathBuf,
+    /// Host CPUs of the run, from the `pcpuN_pct` columns.
+    pub pcpus: usize,
+    pub metrics: Vec<MetricsRow>,
+    pub decisions: Vec<Decision>,
+    pub bench: Vec<BenchResult>,
+}
+
+/// Checks that `dir` is a directory, with an error that says where runs live.
+pub fn check_run_dir(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "run directory `{}` does not exist; runs are the folders under results/ \
+             (`ls results/`), made by `vmlab monitor` or `vmlab bench`",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a run directory; each file is optional, but one of them must be there.
+pub fn read_run(dir: &Path) -> Result<Run> {
+    check_run_dir(dir)?;
+    if [METRICS_CSV, DECISIONS_CSV, BENCH_CSV]
+        .iter()
+        .all(|f| !dir.join(f).exists())
+    {
+        bail!(
+            "`{}` has no {METRICS_CSV}, {DECISIONS_CSV} or {BENCH_CSV}: is it a run directory?",
+            dir.display()
+        );
+    }
+    let (headers, metrics) = CsvTail::<MetricsRow>::new(dir.join(METRICS_CSV)).read_all()?;
+    Ok(Run {
+        dir: dir.to_path_buf(),
+        pcpus: headers.map_or(0, |h| pcpu_column_indexes(&h).len()),
+        metrics,
+        decisions: CsvTail::new(dir.join(DECISIONS_CSV)).read_all()?.1,
+        bench: CsvTail::new(dir.join(BENCH_CSV)).read_all()?.1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const DECISIONS: &str = "time,t_s,vm,kind,before,after,unit,reason,inputs,extra\n\
+        2024-01-01T00:00:01.000Z,1.0,vm-1,pin,0,1,pcpus,\"balance, spread\",util0=90;util1=10,x\n";
+
+    #[test]
+    fn tail_returns_only_complete_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DECISIONS_CSV);
+        let mut tail = CsvTail::<Decision>::new(&path);
+        assert!(
+            tail.read_new().unwrap().is_empty(),
+            "missing file: no records yet"
+        );
+
+        let mut file = File::create(&path).unwrap();
+        let (first, second) = DECISIONS.split_at(DECISIONS.len() - 20);
+        file.write_all(first.as_bytes()).unwrap();
+        assert!(tail.read_new().unwrap().is_empty(), "half a record waits");
+        file.write_all(second.as_bytes()).unwrap();
+        let got = tail.read_new().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].reason, "balance, spread");
+        assert_eq!(got[0].inputs, "util0=90;util1=10");
+        assert!(tail.read_new().unwrap().is_empty());
+
+        file.write_all(
+            b"garbage\n2024-01-01T00:00:02.000Z,2.0,vm-2,memory,512,640,mib,grow,used=500,\n",
+        )
+        .unwrap();
+        let got = tail.read_new().unwrap();
+        assert_eq!(got.len(), 1, "the bad record is skipped, the next one read");
+        assert_eq!(got[0].after, "640");
+        assert_eq!(tail.skipped, 1);
+        assert!(tail.last_error.as_ref().unwrap().contains("record 3"));
+    }
+
+    #[test]
+    fn read_all_refuses_malformed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(BENCH_CSV);
+        std::fs::write(
+            &path,
+            "run_id,time,vm,vcpus,memory_mib,benchmark,params,metric,value,unit,valid,duration_s\n\
+             r1,t,vm-1,two,512,hpcg,nx=16,gflops,1.5,GFLOP/s,true,30\n",
+        )
+        .unwrap();
+        let err = CsvTail::<BenchResult>::new(&path).read_all().unwrap_err();
+        assert!(err.to_string().contains("1 malformed record(s)"), "{err}");
+    }
+
+    #[test]
+    fn missing_or_empty_run_dirs_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = read_run(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("ls results/"),
+            "{err}"
+        );
+        let err = read_run(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is it a run directory?"), "{err}");
+    }
+}

@@ -1,0 +1,207 @@
+//! The dashboard's HTTP side on 127.0.0.1: routes, live tailing, replay, and
+//! the errors a user can run into. The page itself is tested in a real browser
+//! by `tests/dashboard_browser.rs`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http::{Events, get, serve};
+use vmlab::dashboard::{Dashboard, Mode};
+
+fn rows_in(data: &serde_json::Value) -> usize {
+    data["rows"].as_array().unwrap().len()
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+/// A live dashboard on a run of `samples` samples, and a page that has seen them.
+fn live_run_with_page(samples: usize) -> (tempfile::TempDir, common::http::Served, Events) {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_run(dir.path(), samples);
+    let served = serve(dir.path(), Mode::Live);
+    let mut events = Events::open(served.addr);
+    // The first snapshot may come before the tail's first read: count rows.
+    let mut seen = 0;
+    while seen < samples * common::VMS.len() {
+        seen += rows_in(&events.next(deadline()).1);
+    }
+    assert_eq!(seen, samples * common::VMS.len());
+    (dir, served, events)
+}
+
+#[test]
+fn serves_the_page_its_assets_health_and_metrics() {
+    let served = serve(&common::fixture_dir(), Mode::Live);
+    let (status, content_type, body) = get(served.addr, "/");
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/html; charset=utf-8")
+    );
+    assert!(body.contains("/assets/uPlot.iife.min.js"));
+    for asset in [
+        "/assets/app.js",
+        "/assets/style.css",
+        "/assets/uPlot.iife.min.js",
+        "/assets/uPlot.min.css",
+    ] {
+        let (status, _, body) = get(served.addr, asset);
+        assert_eq!(status, 200, "{asset}");
+        assert!(!body.is_empty(), "{asset}");
+    }
+    assert_eq!(get(served.addr, "/nope").0, 404);
+
+    // The live tail reads the recorded rows within a few polls.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let health: serde_json::Value =
+            serde_json::from_str(&get(served.addr, "/healthz").2).unwrap();
+        if health["rows"] == 90 || Instant::now() > deadline {
+            break health;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(health["rows"], 90, "{health}");
+    assert_eq!(health["mode"], "live");
+
+    let (status, content_type, body) = get(served.addr, "/metrics");
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/plain; version=0.0.4; charset=utf-8")
+    );
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let cpu: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "vmlab_vm_cpu_percent")
+        .collect();
+    assert_eq!(cpu.len(), 3);
+    let pcpus = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "vmlab_pcpu_utilisation_percent");
+    assert_eq!(pcpus.count(), common::PCPUS);
+    assert!(
+        !body.contains("vmlab_vm_balloon_actual_bytes{lab=\"default\",vm=\"vm-3\"}"),
+        "vm-3 has no balloon stats: a gap, not a zero"
+    );
+    served.stop().unwrap();
+}
+
+#[test]
+fn live_pages_get_a_snapshot_then_what_is_appended() {
+    let (dir, _served, mut events) = live_run_with_page(10);
+    common::append_samples(dir.path(), 11..13);
+    let (event, data) = events.next(deadline());
+    assert_eq!(event, "update");
+    let vms: Vec<&str> = data["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["vm"].as_str().unwrap())
+        .collect();
+    assert_eq!(vms, ["vm-1", "vm-2", "vm-3", "vm-1", "vm-2", "vm-3"]);
+    assert_eq!(data["rows"][5]["t_s"], 12.0);
+    assert_eq!(data["pcpus"], common::PCPUS);
+    assert_eq!(data["mode"], "live");
+}
+
+#[test]
+fn replay_plays_the_run_at_its_pace_and_finishes() {
+    // 30 s of run at 20x: about 1.5 s.
+    let served = serve(&common::fixture_dir(), Mode::Replay { speed: 20.0 });
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(20);
+    let mut events = Events::open(served.addr);
+    let (event, first) = events.next(deadline);
+    assert_eq!(event, "snapshot");
+    let (mut rows, mut decisions) = (
+        rows_in(&first),
+        first["decisions"].as_array().unwrap().len(),
+    );
+    let mut updates = 0;
+    let last = loop {
+        let (_, data) = events.next(deadline);
+        updates += 1;
+        rows += rows_in(&data);
+        decisions += data["decisions"].as_array().unwrap().len();
+        if data["finished"] == true {
+            break data;
+        }
+    };
+    assert_eq!((rows, decisions), (90, 9));
+    assert!(
+        start.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(updates <= 4, "about one message a second, got {updates}");
+    assert_eq!(last["mode"], "replay");
+}
+
+#[test]
+fn clear_errors_for_a_missing_run_a_busy_address_and_a_bad_speed() {
+    let missing = std::path::Path::new("results/no-such-run");
+    let err = Dashboard::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        missing,
+        Mode::Live,
+        "default",
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "run directory `results/no-such-run` does not exist; runs are the folders under \
+         results/ (`ls results/`), made by `vmlab monitor` or `vmlab bench`"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = Dashboard::bind(addr, &common::fixture_dir(), Mode::Live, "default")
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "address {addr} is already in use; pass `--bind 127.0.0.1:0` for any free port, \
+             or another port"
+        )
+    );
+
+    let err = Dashboard::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &common::fixture_dir(),
+        Mode::Replay { speed: 0.0 },
+        "default",
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "replay speed must be a positive number, not 0"
+    );
+}
+
+#[test]
+fn a_malformed_live_line_is_reported_and_skipped() {
+    let (dir, _served, mut events) = live_run_with_page(2);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("metrics.csv"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"not,a,row\n").unwrap();
+    common::append_samples(dir.path(), 3..4);
+    // The tail may see the bad line and the good rows in one read or in two.
+    let (mut rows, mut error) = (0, None);
+    while rows < 3 {
+        let (_, data) = events.next(deadline());
+        rows += rows_in(&data);
+        error = data["error"].as_str().map(str::to_string).or(error);
+    }
+    assert_eq!(rows, 3);
+    let error = error.unwrap();
+    assert!(error.contains("metrics.csv record 8"), "{error}");
+}
