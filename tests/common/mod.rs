@@ -15,6 +15,7 @@ use vmlab::metrics::row::{MetricsRow, MetricsWriter};
 use vmlab::metrics::run::{BENCH_CSV, BenchResult, DECISIONS_CSV, Decision, METRICS_CSV};
 
 pub mod http;
+pub mod lab;
 
 pub const PCPUS: usize = 2;
 pub const VMS: [&str; 3] = ["vm-1", "vm-2", "vm-3"];
