@@ -43,6 +43,10 @@ test: setup
 bench-up runs="3": setup image
     bash scripts/bench-up {{runs}}
 
+# HPCG through vmlab bench vs. a hand run in the same guest, and vmlab's own time per run.
+bench-bench runs="3": setup image
+    bash scripts/bench-bench {{runs}}
+
 lint:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
