@@ -8,6 +8,7 @@ pub mod guest;
 pub mod host;
 pub mod hypervisor;
 pub mod lab;
+pub mod manage;
 pub mod paths;
 #[cfg(test)]
 mod testutil;
