@@ -40,6 +40,27 @@ pub fn vcpu(pin: Option<u32>, pcpus: u32, cpu_s: f64) -> VcpuSample {
     }
 }
 
+/// Two snapshots `elapsed_s` apart with one single-vCPU VM per entry
+/// (`vm-1`, `vm-2`, …): `(pin, use_pct)` over that time.
+pub fn cpu_pair(pcpus: u32, vcpus: &[(Option<u32>, f64)], elapsed_s: f64) -> (Snapshot, Snapshot) {
+    let at = |t: f64, used: bool| {
+        let vms = vcpus
+            .iter()
+            .enumerate()
+            .map(|(i, &(pin, pct))| {
+                let ran_s = if used {
+                    100.0 + pct / 100.0 * elapsed_s
+                } else {
+                    100.0
+                };
+                vm(&format!("vm-{}", i + 1), vec![vcpu(pin, pcpus, ran_s)])
+            })
+            .collect();
+        snapshot(t, pcpus, vms)
+    };
+    (at(10.0, false), at(10.0 + elapsed_s, true))
+}
+
 /// Balloon stats in MiB as of guest second `last_update_s`.
 pub fn balloon(actual_mib: u64, unused_mib: u64, last_update_s: u64) -> BalloonSample {
     BalloonSample {
