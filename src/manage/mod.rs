@@ -3,7 +3,8 @@
 //! Every round the loop samples libvirt into a [`snapshot::Snapshot`];
 //! [`policy::plan`] turns it (and what the policies kept from earlier rounds)
 //! into [`action::Decision`]s, which the executor applies and the decision
-//! log records with their inputs.
+//! log records with their inputs. [`judge`] scores any series of snapshots
+//! the way the course's monitor does, so every run is measured alike.
 //!
 //! Why the policies look the way they do:
 //! - Pinning is judged as the course's monitor judges it, per-pCPU use, but
@@ -28,6 +29,7 @@
 //!   pending until the guest shows it: a slow unplug is not a failure.
 
 pub mod action;
+pub mod judge;
 pub mod policy;
 pub mod snapshot;
 #[cfg(test)]
