@@ -3,8 +3,9 @@
 //! Every round the loop samples libvirt into a [`snapshot::Snapshot`];
 //! [`policy::plan`] turns it (and what the policies kept from earlier rounds)
 //! into [`action::Decision`]s, which the executor applies and the decision
-//! log records with their inputs. [`judge`] scores any series of snapshots
-//! the way the course's monitor does, so every run is measured alike.
+//! log records with their inputs. The same policies run in [`sim`], a host
+//! model, and [`judge`] scores any series of snapshots the way the course's
+//! monitor does, so simulated and real runs are measured alike.
 //!
 //! Why the policies look the way they do:
 //! - Pinning is judged as the course's monitor judges it, per-pCPU use, but
@@ -31,6 +32,7 @@
 pub mod action;
 pub mod judge;
 pub mod policy;
+pub mod sim;
 pub mod snapshot;
 #[cfg(test)]
 mod testkit;
