@@ -2,8 +2,8 @@
 //!
 //! Every round the loop samples libvirt into a [`snapshot::Snapshot`];
 //! [`policy::plan`] turns it (and what the policies kept from earlier rounds)
-//! into [`action::Decision`]s, which the executor applies and the decision
-//! log records with their inputs. The same policies run in [`sim`], a host
+//! into [`action::Decision`]s; the executor applies them and [`log`] writes
+//! them down with their inputs. The same policies run in [`sim`], a host
 //! model, and [`judge`] scores any series of snapshots the way the course's
 //! monitor does, so simulated and real runs are measured alike.
 //!
@@ -31,6 +31,7 @@
 
 pub mod action;
 pub mod judge;
+pub mod log;
 pub mod policy;
 pub mod sim;
 pub mod snapshot;
