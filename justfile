@@ -47,6 +47,11 @@ bench-up runs="3": setup image
 bench-bench runs="3": setup image
     bash scripts/bench-bench {{runs}}
 
+# Manager benchmark: simulated scenarios under vmlab's policies and the
+# course-style baselines, and one decision round at 1000 VMs (prints numbers).
+bench-manage:
+    cargo run --release --quiet --example bench_manage
+
 lint:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings

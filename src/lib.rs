@@ -12,6 +12,7 @@ pub mod host;
 pub mod hypervisor;
 pub mod image;
 pub mod lab;
+pub mod manage;
 pub mod metrics;
 pub mod paths;
 pub mod plot;

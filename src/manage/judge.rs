@@ -1,0 +1,295 @@
+//! The outside observer: scores a series of snapshots the way the course's
+//! monitor does, so simulated and real runs are judged alike.
+//!
+//! Per-pCPU utilisation each sample = Σ over vCPUs of Δ(vCPU time) / Δt,
+//! booked to the pCPU the vCPU ran on last. A phase (a span in which loads
+//! stay put) is balanced from the first sample after which every sample's
+//! standard deviation stays within the bar until the phase ends.
+
+use super::snapshot::{CpuUse, Snapshot, std_dev};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgeConfig {
+    /// The course's balance bar.
+    pub balance_sd_pct: f64,
+    pub floor_unused_mib: u64,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            balance_sd_pct: 5.0,
+            floor_unused_mib: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// End time of each measured interval, since the first snapshot.
+    pub t_s: Vec<f64>,
+    /// Per interval, per pCPU.
+    pub pcpu_pct: Vec<Vec<f64>>,
+    pub sd_pct: Vec<f64>,
+    pub phases: Vec<PhaseReport>,
+    pub memory: Vec<VmMemory>,
+    pub host_min_free_mib: f64,
+    pub oom_kills: u32,
+    /// Times a VM's vCPU count changed.
+    pub vcpu_changes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseReport {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Seconds from the phase's start until it stayed balanced; `None` if it
+    /// never did.
+    pub balanced_after_s: Option<f64>,
+    /// Unpinned vCPUs that got pinned in the phase.
+    pub first_pins: u32,
+    /// Pinned vCPUs moved in the phase, and moved after the first balanced
+    /// interval (the one the moves that balanced it fall in).
+    pub repins: u32,
+    pub repins_after_balance: u32,
+    /// Mean standard deviation once balanced (or over the phase's second
+    /// half if it never was).
+    pub settled_sd_pct: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmMemory {
+    pub vm: String,
+    pub min_unused_mib: f64,
+    pub seconds_under_floor: f64,
+    pub peak_actual_mib: f64,
+    pub end_actual_mib: f64,
+}
+
+/// Scores `snaps` (in time order). `phases_s` are the load changes in
+/// seconds since the first snapshot, starting with 0; `oom_kills` comes from
+/// outside (the simulator, or the guests' kernel logs).
+pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeConfig) -> Report {
+    let t0 = snaps.first().map_or(0.0, |s| s.at_s);
+    let mut report = Report {
+        t_s: Vec::new(),
+        pcpu_pct: Vec::new(),
+        sd_pct: Vec::new(),
+        phases: Vec::new(),
+        memory: memory(snaps, cfg),
+        host_min_free_mib: snaps
+            .iter()
+            .map(|s| s.host.free_kib as f64 / 1024.0)
+            .fold(f64::INFINITY, f64::min),
+        oom_kills,
+        vcpu_changes: 0,
+    };
+    let mut pins_at = Vec::new();
+    for pair in snaps.windows(2) {
+        let [prev, now] = pair else { unreachable!() };
+        let Some(cpu) = CpuUse::between(prev, now) else {
+            continue;
+        };
+        let pct = cpu.pcpu_pct(now);
+        report.sd_pct.push(std_dev(&pct));
+        report.pcpu_pct.push(pct);
+        report.t_s.push(now.at_s - t0);
+        let c = changes(prev, now);
+        pins_at.push(c);
+        report.vcpu_changes += c.resized;
+    }
+    let end_s = report.t_s.last().copied().unwrap_or(0.0);
+    for (k, &start_s) in phases_s.iter().enumerate() {
+        let stop_s = phases_s.get(k + 1).copied().unwrap_or(end_s);
+        let idx: Vec<usize> = (0..report.t_s.len())
+            .filter(|&i| report.t_s[i] > start_s && report.t_s[i] <= stop_s)
+            .collect();
+        report
+            .phases
+            .push(phase(&report, &pins_at, &idx, start_s, stop_s, cfg));
+    }
+    report
+}
+
+fn phase(
+    r: &Report,
+    pins_at: &[Changes],
+    idx: &[usize],
+    start_s: f64,
+    end_s: f64,
+    cfg: &JudgeConfig,
+) -> PhaseReport {
+    let bad = idx.iter().rposition(|&i| r.sd_pct[i] > cfg.balance_sd_pct);
+    let settled_from = match bad {
+        None => Some(0),
+        Some(b) if b + 1 < idx.len() => Some(b + 1),
+        Some(_) => None,
+    };
+    // Balanced at the start of the first good interval.
+    let balanced_after_s = settled_from.map(|k| match k {
+        0 => 0.0,
+        k => r.t_s[idx[k - 1]] - start_s,
+    });
+    let tail = &idx[settled_from.unwrap_or(idx.len() / 2)..];
+    let mean = |xs: &[usize]| xs.iter().map(|&i| r.sd_pct[i]).sum::<f64>() / xs.len().max(1) as f64;
+    let repins = |from: usize| {
+        idx[from.min(idx.len())..]
+            .iter()
+            .map(|&i| pins_at[i].repins)
+            .sum()
+    };
+    PhaseReport {
+        start_s,
+        end_s,
+        balanced_after_s,
+        first_pins: idx.iter().map(|&i| pins_at[i].first_pins).sum(),
+        repins: repins(0),
+        // Moves in the first balanced interval are what balanced it, unless
+        // the phase was balanced from its start.
+        repins_after_balance: settled_from.map_or(0, |k| repins(if k == 0 { 0 } else { k + 1 })),
+        settled_sd_pct: mean(tail),
+    }
+}
+
+/// What changed between two samples.
+#[derive(Debug, Clone, Copy, Default)]
+struct Changes {
+    /// vCPUs that could run anywhere and now cannot.
+    first_pins: u32,
+    /// vCPUs already restricted whose pins changed.
+    repins: u32,
+    /// VMs whose vCPU count changed.
+    resized: u32,
+}
+
+fn changes(prev: &Snapshot, now: &Snapshot) -> Changes {
+    let before = super::snapshot::by_name(prev);
+    let mut c = Changes::default();
+    for vm in &now.vms {
+        let Some(old) = before.get(vm.name.as_str()) else {
+            continue;
+        };
+        c.resized += u32::from(old.vcpus_current != vm.vcpus_current);
+        for (new, was) in vm.vcpus.iter().zip(&old.vcpus) {
+            if new.affinity == was.affinity {
+                continue;
+            }
+            if was.affinity.len() >= prev.host.pcpus as usize {
+                c.first_pins += 1;
+            } else {
+                c.repins += 1;
+            }
+        }
+    }
+    c
+}
+
+fn memory(snaps: &[Snapshot], cfg: &JudgeConfig) -> Vec<VmMemory> {
+    let Some(last) = snaps.last() else {
+        return Vec::new();
+    };
+    let floor = cfg.floor_unused_mib as f64;
+    last.vms
+        .iter()
+        .map(|vm| {
+            let mut m = VmMemory {
+                vm: vm.name.clone(),
+                min_unused_mib: f64::INFINITY,
+                seconds_under_floor: 0.0,
+                peak_actual_mib: 0.0,
+                end_actual_mib: vm.memory_current_kib as f64 / 1024.0,
+            };
+            let mut prev_s = None;
+            for s in snaps {
+                let Some(v) = s.vms.iter().find(|v| v.name == vm.name) else {
+                    continue;
+                };
+                m.peak_actual_mib = m.peak_actual_mib.max(v.memory_current_kib as f64 / 1024.0);
+                if let Some(b) = v.balloon.filter(|b| b.last_update_s > 0) {
+                    let unused = b.unused_kib as f64 / 1024.0;
+                    m.min_unused_mib = m.min_unused_mib.min(unused);
+                    if unused < floor
+                        && let Some(p) = prev_s
+                    {
+                        m.seconds_under_floor += s.at_s - p;
+                    }
+                }
+                prev_s = Some(s.at_s);
+            }
+            m
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manage::testkit::{balloon, mem_vm, snapshot, vcpu, vm};
+
+    /// Two VMs at 50 % each, one sample a second. vm-b moves from pCPU 0 to
+    /// pCPU 1 before t=2; at t=5 both swap pCPUs.
+    fn series() -> Vec<Snapshot> {
+        (0..=6)
+            .map(|t| {
+                let ran_s = t as f64 * 0.5;
+                let (a, b) = match t {
+                    0 | 1 => (0, 0),
+                    2..=4 => (0, 1),
+                    _ => (1, 0),
+                };
+                snapshot(
+                    t as f64,
+                    2,
+                    vec![
+                        vm("vm-a", vec![vcpu(Some(a), 2, ran_s)]),
+                        vm("vm-b", vec![vcpu(Some(b), 2, ran_s)]),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn balance_time_and_repins_after_balance_per_phase() {
+        let r = judge(&series(), &[0.0, 4.0], 0, &JudgeConfig::default());
+        assert_eq!(r.t_s, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(r.pcpu_pct[0], [100.0, 0.0]);
+        assert_eq!(r.sd_pct, [50.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let summary = |p: &PhaseReport| (p.balanced_after_s, p.repins, p.repins_after_balance);
+        assert_eq!(summary(&r.phases[0]), (Some(1.0), 1, 0));
+        // Balanced all along, yet two vCPUs moved: re-pins after balance.
+        assert_eq!(summary(&r.phases[1]), (Some(0.0), 2, 2));
+        assert_eq!(r.phases[1].settled_sd_pct, 0.0);
+    }
+
+    #[test]
+    fn a_phase_that_ends_unbalanced_never_balanced() {
+        let mut snaps = series();
+        snaps.truncate(2);
+        let r = judge(&snaps, &[0.0], 0, &JudgeConfig::default());
+        assert_eq!(r.phases[0].balanced_after_s, None);
+        assert_eq!(r.phases[0].settled_sd_pct, 50.0);
+    }
+
+    #[test]
+    fn memory_figures_from_the_balloon_series() {
+        let snaps: Vec<Snapshot> = [(1024, 300), (1024, 80), (1200, 50), (900, 200)]
+            .iter()
+            .enumerate()
+            .map(|(t, &(actual, unused))| {
+                let mut s = snapshot(
+                    t as f64,
+                    1,
+                    vec![mem_vm("a", balloon(actual, unused, 100 + t as u64), 2048)],
+                );
+                s.host.free_kib = (5000 - 1000 * t as u64) * 1024;
+                s
+            })
+            .collect();
+        let r = judge(&snaps, &[0.0], 3, &JudgeConfig::default());
+        let m = &r.memory[0];
+        assert_eq!((m.min_unused_mib, m.seconds_under_floor), (50.0, 2.0));
+        assert_eq!((m.peak_actual_mib, m.end_actual_mib), (1200.0, 900.0));
+        assert_eq!((r.host_min_free_mib, r.oom_kills), (2000.0, 3));
+    }
+}
