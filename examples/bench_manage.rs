@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use vmlab::manage::action::Action;
+use vmlab::manage::judge::Figures;
 use vmlab::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy, State, plan};
 use vmlab::manage::sim::host::{Host, TICK_S};
 use vmlab::manage::sim::scenario::{Scale, library};
@@ -33,22 +34,7 @@ fn main() {
         "balance_s: worst phase's seconds from a load (change) until the sd stayed <= 5 (- = never)"
     );
     println!();
-    println!(
-        "{:<22} {:<6} {:>9} {:>5} {:>6} {:>9} {:>6} {:>8} {:>8} {:>5} {:>9} {:>13} {:>6}",
-        "scenario",
-        "policy",
-        "balance_s",
-        "pins",
-        "repins",
-        "re_after",
-        "sd",
-        "min_unus",
-        "s<floor",
-        "oom",
-        "host_min",
-        "peak->end MiB",
-        "vcpus±"
-    );
+    println!("{:<22} {:<6} {}", "scenario", "policy", Figures::header());
     for scenario in library(Scale::default()) {
         for (label, config) in [("ours", &ours), ("course", &baseline)] {
             let run = sim::run(&scenario, config);
@@ -91,45 +77,7 @@ fn main() {
 }
 
 fn print_row(name: &str, label: &str, run: &Run) {
-    let r = &run.report;
-    let worst_balance = r
-        .phases
-        .iter()
-        .map(|p| p.balanced_after_s)
-        .try_fold(0.0f64, |acc, b| b.map(|b| acc.max(b)));
-    let balance = worst_balance.map_or("-".to_string(), |b| format!("{b:.0}"));
-    let pins: u32 = r.phases.iter().map(|p| p.first_pins).sum();
-    let repins: u32 = r.phases.iter().map(|p| p.repins).sum();
-    let after: u32 = r.phases.iter().map(|p| p.repins_after_balance).sum();
-    let sd = r
-        .phases
-        .iter()
-        .map(|p| p.settled_sd_pct)
-        .fold(0.0, f64::max);
-    let min_unused = r
-        .memory
-        .iter()
-        .map(|m| m.min_unused_mib)
-        .fold(f64::INFINITY, f64::min);
-    let under: f64 = r.memory.iter().map(|m| m.seconds_under_floor).sum();
-    let peak: f64 = r.memory.iter().map(|m| m.peak_actual_mib).sum();
-    let end: f64 = r.memory.iter().map(|m| m.end_actual_mib).sum();
-    println!(
-        "{:<22} {:<6} {:>9} {:>5} {:>6} {:>9} {:>6.1} {:>8.0} {:>8.0} {:>5} {:>9.0} {:>13} {:>6}",
-        name,
-        label,
-        balance,
-        pins,
-        repins,
-        after,
-        sd,
-        min_unused,
-        under,
-        r.oom_kills,
-        r.host_min_free_mib,
-        format!("{peak:.0}->{end:.0}"),
-        r.vcpu_changes
-    );
+    println!("{:<22} {:<6} {}", name, label, run.report.figures());
 }
 
 /// One decision round at 1000 VMs on 128 pCPUs: steady (loads settled) and

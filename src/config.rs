@@ -43,7 +43,7 @@ pub enum Accel {
 }
 
 /// The settings of a lab's VMs: `vmlab up` flags and `vmlab.toml` keys.
-#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Set with the global `--lab`.
@@ -91,6 +91,9 @@ pub struct Settings {
     /// A base URL serving them instead of upstream (`VMLAB_SOURCES_URL`).
     #[arg(skip)]
     pub sources_url: Option<String>,
+    /// `[manage]`: the manager's policies, thresholds and floors.
+    #[arg(skip)]
+    pub manage: Option<crate::manage::policy::ManageConfig>,
 }
 
 /// Settings in effect, and which keys came from the file (for error messages).
@@ -198,7 +201,7 @@ impl Merged {
 }
 
 /// Validated settings of a lab.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LabSpec {
     pub lab: String,
     pub connect: String,

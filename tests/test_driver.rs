@@ -669,3 +669,83 @@ fn live_changes_are_read_back_from_libvirt() {
     let err = f.hv.set_memory("gone", Kib(1)).unwrap_err();
     assert!(err.downcast_ref::<Vanished>().is_some(), "{err}");
 }
+
+#[test]
+fn the_sampler_reads_vcpus_pins_and_memory_through_libvirt() {
+    use vmlab::hypervisor::Actuator;
+    use vmlab::hypervisor::sample::Sampler;
+    use vmlab::units::CpuSet;
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 2, Settings::default());
+    f.hv.pin_vcpu("vm-2", 0, &"1".parse::<CpuSet>().unwrap())
+        .unwrap();
+    f.hv.destroy("vm-1").unwrap();
+    let names = ["vm-1", "vm-2", "gone"].map(String::from);
+    let snap = f.hv.sample(&names).unwrap();
+    // vm-1 stopped and `gone` never was: both simply left out.
+    assert_eq!(snap.vms.len(), 1);
+    let vm = &snap.vms[0];
+    assert_eq!(vm.name, "vm-2");
+    assert_eq!((vm.vcpus_current, vm.vcpus_max), (1, 2));
+    assert_eq!(vm.vcpus.len(), 1);
+    assert_eq!(vm.vcpus[0].affinity, [1]);
+    assert_eq!(vm.memory_max_kib, 1024 * 1024);
+    assert_eq!(vm.memory_current_kib, 512 * 1024);
+    assert_eq!(snap.host.pcpus, 2);
+    assert!(snap.host.total_kib > 0);
+    let later = f.hv.sample(&names).unwrap();
+    assert!(later.at_s >= snap.at_s, "monotonic time");
+}
+
+#[test]
+fn decisions_are_applied_through_libvirt_and_dry_runs_change_nothing() {
+    use vmlab::manage::action::{Action, Decision};
+    use vmlab::manage::execute::{Applied, apply};
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default());
+    let pin = Decision::new(
+        Action::Pin {
+            vm: "vm-1".into(),
+            vcpu: 0,
+            pcpus: vec![1],
+        },
+        "test",
+    );
+    let grow = Decision::new(
+        Action::SetMemory {
+            vm: "vm-1".into(),
+            target_kib: 700 * 1024,
+        },
+        "test",
+    );
+    assert_eq!(apply(&f.hv, &pin, true), Applied::DryRun);
+    assert_eq!(apply(&f.hv, &grow, true), Applied::DryRun);
+    let r = f.hv.resources("vm-1").unwrap();
+    assert!(r.pins.iter().all(|(_, set)| set != "1"), "{:?}", r.pins);
+    assert_eq!(r.memory_actual, vmlab::units::Kib(512 * 1024));
+
+    assert_eq!(apply(&f.hv, &pin, false), Applied::Done);
+    assert_eq!(apply(&f.hv, &grow, false), Applied::Done);
+    let r = f.hv.resources("vm-1").unwrap();
+    assert!(r.pins.contains(&(0, "1".to_string())), "{:?}", r.pins);
+    assert_eq!(r.memory_actual, vmlab::units::Kib(700 * 1024));
+
+    let lost = Decision::new(
+        Action::SetMemory {
+            vm: "gone".into(),
+            target_kib: 1024,
+        },
+        "test",
+    );
+    assert_eq!(apply(&f.hv, &lost, false), Applied::Vanished);
+    let too_many = Decision::new(
+        Action::SetVcpus {
+            vm: "vm-1".into(),
+            count: 9,
+        },
+        "test",
+    );
+    assert!(matches!(apply(&f.hv, &too_many, false), Applied::Failed(_)));
+}

@@ -10,7 +10,9 @@ mod down;
 pub mod exit;
 mod image;
 mod logging;
+mod manage;
 mod run;
+mod scenario;
 mod ssh;
 mod status;
 mod stop;
@@ -57,7 +59,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create or start VMs until the lab has N, all answering SSH
-    Up(up::Args),
+    Up(Box<up::Args>),
     /// Destroy VMs and delete their disks and state (all of the lab's without names)
     Down(down::Args),
     /// State, vCPUs, pins, memory and SSH endpoint of each VM
@@ -74,6 +76,11 @@ enum Command {
     Stop(stop::Args),
     /// Benchmark VMs (matrix of vCPUs/memory, repeats) into results/<run-id>/
     Bench(bench::Args),
+    /// Manage the lab's VMs online: vCPU pins or hot-plug, memory balloons
+    Manage(manage::Args),
+    /// Scenarios for the manager: list them, play one on the lab or in the simulator
+    #[command(subcommand)]
+    Scenario(scenario::Command),
     /// Build, fetch, list and remove base images
     #[command(subcommand)]
     Image(image::Command),
@@ -103,7 +110,7 @@ pub fn main() -> i32 {
 
 fn run(global: &Global, command: Command) -> Result<i32> {
     match command {
-        Command::Up(args) => up::run(global, args),
+        Command::Up(args) => up::run(global, *args),
         Command::Down(args) => down::run(global, args),
         Command::Status(args) => status::run(global, args),
         Command::Ssh(args) => ssh::run(global, args),
@@ -112,6 +119,8 @@ fn run(global: &Global, command: Command) -> Result<i32> {
         Command::Run(args) => run::run(global, args),
         Command::Stop(args) => stop::run(global, args),
         Command::Bench(args) => bench::run(global, args),
+        Command::Manage(args) => manage::run_cli(global, args),
+        Command::Scenario(cmd) => scenario::run(global, cmd),
         Command::Image(cmd) => image::run(global, cmd),
         Command::Doctor(args) => doctor::run(global, args),
         Command::Completions(args) => completions::run(args),

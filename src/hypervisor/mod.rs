@@ -5,6 +5,7 @@
 
 pub mod libvirt;
 pub mod owner;
+pub mod sample;
 mod sys;
 
 use anyhow::Result;

@@ -69,6 +69,98 @@ pub struct VmMemory {
 /// Scores `snaps` (in time order). `phases_s` are the load changes in
 /// seconds since the first snapshot, starting with 0; `oom_kills` comes from
 /// outside (the simulator, or the guests' kernel logs).
+/// A report in one line: the figures the issue asks for per scenario.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Figures {
+    /// Worst phase's seconds until it stayed balanced; `None`: never.
+    pub balance_s: Option<f64>,
+    pub first_pins: u32,
+    pub repins: u32,
+    pub repins_after_balance: u32,
+    /// Worst phase's standard deviation once settled.
+    pub settled_sd_pct: f64,
+    pub min_unused_mib: f64,
+    pub seconds_under_floor: f64,
+    pub oom_kills: u32,
+    pub host_min_free_mib: f64,
+    /// Sum over VMs of the balloon's peak, and at the end.
+    pub peak_actual_mib: f64,
+    pub end_actual_mib: f64,
+    pub vcpu_changes: u32,
+}
+
+impl Report {
+    pub fn figures(&self) -> Figures {
+        Figures {
+            balance_s: self
+                .phases
+                .iter()
+                .map(|p| p.balanced_after_s)
+                .try_fold(0.0f64, |acc, b| b.map(|b| acc.max(b))),
+            first_pins: self.phases.iter().map(|p| p.first_pins).sum(),
+            repins: self.phases.iter().map(|p| p.repins).sum(),
+            repins_after_balance: self.phases.iter().map(|p| p.repins_after_balance).sum(),
+            settled_sd_pct: self
+                .phases
+                .iter()
+                .map(|p| p.settled_sd_pct)
+                .fold(0.0, f64::max),
+            min_unused_mib: self
+                .memory
+                .iter()
+                .map(|m| m.min_unused_mib)
+                .fold(f64::INFINITY, f64::min),
+            seconds_under_floor: self.memory.iter().map(|m| m.seconds_under_floor).sum(),
+            oom_kills: self.oom_kills,
+            host_min_free_mib: self.host_min_free_mib,
+            peak_actual_mib: self.memory.iter().map(|m| m.peak_actual_mib).sum(),
+            end_actual_mib: self.memory.iter().map(|m| m.end_actual_mib).sum(),
+            vcpu_changes: self.vcpu_changes,
+        }
+    }
+}
+
+impl Figures {
+    /// Column names for [`Figures`]' `Display`.
+    pub fn header() -> String {
+        format!(
+            "{:>9} {:>5} {:>6} {:>9} {:>6} {:>8} {:>8} {:>5} {:>9} {:>13} {:>6}",
+            "balance_s",
+            "pins",
+            "repins",
+            "re_after",
+            "sd",
+            "min_unus",
+            "s<floor",
+            "oom",
+            "host_min",
+            "peak->end MiB",
+            "vcpus±"
+        )
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>9} {:>5} {:>6} {:>9} {:>6.1} {:>8.0} {:>8.0} {:>5} {:>9.0} {:>13} {:>6}",
+            self.balance_s
+                .map_or("-".to_string(), |b| format!("{b:.0}")),
+            self.first_pins,
+            self.repins,
+            self.repins_after_balance,
+            self.settled_sd_pct,
+            self.min_unused_mib,
+            self.seconds_under_floor,
+            self.oom_kills,
+            self.host_min_free_mib,
+            format!("{:.0}->{:.0}", self.peak_actual_mib, self.end_actual_mib),
+            self.vcpu_changes
+        )
+    }
+}
+
 pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeConfig) -> Report {
     let t0 = snaps.first().map_or(0.0, |s| s.at_s);
     let mut report = Report {

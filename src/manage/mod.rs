@@ -30,9 +30,12 @@
 //!   pending until the guest shows it: a slow unplug is not a failure.
 
 pub mod action;
+pub mod execute;
 pub mod judge;
 pub mod log;
 pub mod policy;
+pub mod run;
+pub mod scenario;
 pub mod sim;
 pub mod snapshot;
 #[cfg(test)]

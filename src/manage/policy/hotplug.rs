@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Round;
 use crate::manage::action::{Action, Decision};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HotplugConfig {
     /// Add a vCPU when the VM's average vCPU use stays above this.

@@ -14,13 +14,13 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Round;
 use crate::manage::action::{Action, Decision};
 use crate::manage::snapshot::{VmSample, fresh_balloon};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BalloonConfig {
     /// Every VM keeps at least this much unused.
@@ -40,6 +40,13 @@ pub struct BalloonConfig {
     /// Per round the growth-rate estimate keeps this share of its last value
     /// (a peak hold that fades).
     pub rate_memory: f64,
+    /// Memory is only given back once the growth estimate is below this…
+    pub release_below_mib_s: f64,
+    /// …and this many fresh reports came in since the VM was last grown.
+    /// Seen on a real guest: a report that lags the balloon makes demand
+    /// look as if it fell; inflating then, while the guest still
+    /// allocates, stalled its kernel's balloon worker for a minute.
+    pub release_after_reports: u32,
 }
 
 impl Default for BalloonConfig {
@@ -52,6 +59,8 @@ impl Default for BalloonConfig {
             release_fraction: 0.25,
             band_mib: 64,
             rate_memory: 0.5,
+            release_below_mib_s: 1.0,
+            release_after_reports: 3,
         }
     }
 }
@@ -60,6 +69,8 @@ impl Default for BalloonConfig {
 pub struct BalloonState {
     /// Demand growth estimate per VM.
     rate_kib_s: HashMap<String, f64>,
+    /// Fresh reports since each VM was last grown.
+    since_growth: HashMap<String, u32>,
 }
 
 const KIB_PER_MIB: f64 = 1024.0;
@@ -91,6 +102,7 @@ pub fn plan(round: &Round, state: &mut BalloonState, cfg: &BalloonConfig) -> Vec
     let band = cfg.band_mib as f64 * KIB_PER_MIB;
     let horizon_s = round.elapsed_s().unwrap_or(0.0) + cfg.lead_s;
     round.forget_gone(&mut state.rate_kib_s);
+    round.forget_gone(&mut state.since_growth);
 
     let mut plans = Vec::new();
     // What VMs without fresh stats may still take: all they were given.
@@ -116,9 +128,17 @@ pub fn plan(round: &Round, state: &mut BalloonState, cfg: &BalloonConfig) -> Vec
         let floor_need = (used + floor).min(max);
         let need = (floor_need + *rate * horizon_s).min(max);
         let keep = (need + band / 2.0).min(max);
+        let reports = state
+            .since_growth
+            .entry(vm.name.clone())
+            .or_insert(u32::MAX);
+        *reports = reports.saturating_add(1);
+        let settled =
+            *reports >= cfg.release_after_reports && *rate < cfg.release_below_mib_s * KIB_PER_MIB;
         let target = if actual < need {
+            *reports = 0;
             keep
-        } else if actual > need + band {
+        } else if actual > need + band && settled {
             actual - (actual - need) * cfg.release_fraction
         } else {
             actual

@@ -11,13 +11,13 @@ pub mod threshold;
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::action::{Action, Decision};
 use super::snapshot::{CpuUse, Snapshot, VcpuSample, VmSample, by_name};
 
 /// `[manage]` in `vmlab.toml`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ManageConfig {
     /// Seconds between rounds (the loop's cadence; rates use the real time).
@@ -74,7 +74,7 @@ impl ManageConfig {
 }
 
 /// Which vCPU policy runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CpuPolicy {
     /// Pin every vCPU to one pCPU and keep the pCPUs balanced.
@@ -91,7 +91,7 @@ pub enum CpuPolicy {
 }
 
 /// Which memory policy runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum MemoryPolicy {
     /// Floors, demand-rate headroom, gradual release, host reserve.

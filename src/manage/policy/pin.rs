@@ -25,13 +25,13 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CpuRound, Round, Vcpu, least_loaded, lpt, pin_to};
 use crate::manage::action::Decision;
 use crate::manage::snapshot::std_dev;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PinConfig {
     /// Rebalance when the pCPU loads' standard deviation exceeds this.

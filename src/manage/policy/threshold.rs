@@ -3,13 +3,13 @@
 //! Fixed steps lose the race against a fast allocator; that is the point of
 //! keeping it: the bench shows what `balloon` does better.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Round;
 use crate::manage::action::{Action, Decision};
 use crate::manage::snapshot::fresh_balloon;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThresholdConfig {
     pub grow_above_pct: f64,

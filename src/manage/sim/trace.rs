@@ -31,6 +31,11 @@ impl Trace {
         Trace::new(&points)
     }
 
+    /// The points, `(time_s, value)` in time order.
+    pub fn points(&self) -> &[(f64, f64)] {
+        &self.0
+    }
+
     pub fn at(&self, t_s: f64) -> f64 {
         let after = self.0.partition_point(|&(pt, _)| pt <= t_s);
         match (after.checked_sub(1).map(|i| self.0[i]), self.0.get(after)) {

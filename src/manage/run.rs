@@ -1,0 +1,316 @@
+//! `vmlab manage`: every interval, sample the managed domains through
+//! libvirt, plan with the policies, apply, and write down both the samples
+//! (`manage.csv`) and every decision with its inputs (`decisions.csv`).
+//!
+//! Domains that appear, stop or vanish between rounds are simply in or out
+//! of the next sample. libvirtd going away makes the loop reconnect with
+//! backoff. Ctrl-C ends it after the current round.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::action::Action;
+use super::execute::{self, Applied};
+use super::log::{DecisionCsv, DecisionRow, ManageCsv, ManageRow, RunClock};
+use super::policy::{ManageConfig, State, plan};
+use super::snapshot::Snapshot;
+use crate::hypervisor::Hypervisor;
+use crate::hypervisor::libvirt::Libvirt;
+use crate::hypervisor::sample::Sampler;
+use crate::lab::Lab;
+use crate::paths::Home;
+
+/// Which domains are managed.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// The running domains marked as this lab's, re-listed every round.
+    Lab { home: Home, lab: String },
+    /// Named domains, vmlab's or not (`--domains a,b`).
+    Named(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: ManageConfig,
+    pub dry_run: bool,
+    /// One decision round (after one baseline sample), then stop.
+    pub once: bool,
+    pub duration: Option<Duration>,
+    /// Where `decisions.csv`, `manage.csv` and `manage.json` go.
+    pub run_dir: PathBuf,
+}
+
+/// What a run did, for the summary printed at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub rounds: u64,
+    pub repins: u64,
+    pub mib_grown: u64,
+    pub mib_released: u64,
+    pub vcpus_added: u64,
+    pub vcpus_removed: u64,
+    pub pending: u64,
+    pub failed: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rounds: {} re-pins, {} MiB grown, {} MiB released, {} vCPUs added, {} removed ({} pending), {} failed actions",
+            self.rounds,
+            self.repins,
+            self.mib_grown,
+            self.mib_released,
+            self.vcpus_added,
+            self.vcpus_removed,
+            self.pending,
+            self.failed
+        )
+    }
+}
+
+/// Runs the loop until `--once`, `--duration` or Ctrl-C (`cancel`). `say`
+/// gets one line per action and per event worth telling.
+pub fn run(
+    connect: &dyn Fn() -> Result<Libvirt>,
+    scope: &Scope,
+    opts: &Options,
+    cancel: &AtomicBool,
+    say: &dyn Fn(&str),
+) -> Result<Summary> {
+    let mut hv = connect()?;
+    let first = hv.sample(&domains(&hv, scope)?)?;
+    let files = Files::create(opts, first.host.pcpus)?;
+    let clock = RunClock::new(SystemTime::now(), first.at_s);
+    let mut looper = Looper {
+        opts,
+        files,
+        clock,
+        state: State::default(),
+        prev: None,
+        summary: Summary::default(),
+        told: BTreeSet::new(),
+        say,
+    };
+    // The baseline: the policies keep it (and decide nothing without a
+    // previous snapshot), so the first real round can already act.
+    let none = plan(&first, &mut looper.state, &opts.config);
+    debug_assert!(none.is_empty());
+    looper.observe(&first, Vec::new())?;
+    let ends = opts.duration.map(|d| Instant::now() + d);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if !pause(opts.config.interval_s, cancel, ends) {
+            break;
+        }
+        match looper.round(&hv, scope) {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(e) if hv.is_alive() => say(&format!("round failed: {e:#}")),
+            Err(e) => {
+                say(&format!(
+                    "libvirt went away ({e:#}); reconnecting in {} s",
+                    backoff.as_secs()
+                ));
+                if !pause(backoff.as_secs_f64(), cancel, ends) {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                match connect() {
+                    Ok(new) => {
+                        hv = new;
+                        say("reconnected to libvirt");
+                    }
+                    Err(e) => say(&format!("still no libvirt: {e:#}")),
+                }
+                continue;
+            }
+        }
+        if opts.once {
+            break;
+        }
+    }
+    Ok(looper.summary)
+}
+
+/// The domains to manage this round.
+fn domains(hv: &Libvirt, scope: &Scope) -> Result<Vec<String>> {
+    Ok(match scope {
+        Scope::Named(names) => names.clone(),
+        Scope::Lab { home, lab } => {
+            let lab = Lab::new(hv, home, lab);
+            hv.domains()?
+                .into_iter()
+                .filter(|d| lab.owns(d) && d.state.is_active())
+                .map(|d| d.name)
+                .collect()
+        }
+    })
+}
+
+/// Sleeps `seconds` in small steps; `false` when Ctrl-C or the end came.
+fn pause(seconds: f64, cancel: &AtomicBool, ends: Option<Instant>) -> bool {
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < until {
+        if cancel.load(Ordering::SeqCst) || ends.is_some_and(|e| Instant::now() >= e) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !cancel.load(Ordering::SeqCst) && ends.is_none_or(|e| Instant::now() < e)
+}
+
+/// The run's files.
+struct Files {
+    decisions: DecisionCsv<std::fs::File>,
+    samples: ManageCsv<std::fs::File>,
+}
+
+impl Files {
+    fn create(opts: &Options, pcpus: u32) -> Result<Files> {
+        let dir = &opts.run_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let open = |name: &str| {
+            let path = dir.join(name);
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+        };
+        let c = &opts.config;
+        let settings = serde_json::json!({
+            "schema": 1,
+            "interval_s": c.interval_s,
+            "cpu_policy": format!("{:?}", c.cpu).to_lowercase(),
+            "memory_policy": format!("{:?}", c.memory).to_lowercase(),
+            "dry_run": opts.dry_run,
+            "mem_floor_mib": c.balloon.floor_unused_mib,
+            "host_min_free_mib": c.balloon.host_min_free_mib,
+            "mem_high_pct": c.threshold.grow_above_pct,
+            "mem_low_pct": c.threshold.shrink_below_pct,
+            "cpu_high_pct": c.hotplug.high_pct,
+            "cpu_low_pct": c.hotplug.low_pct,
+        });
+        crate::files::write_atomic(
+            &dir.join("manage.json"),
+            (serde_json::to_string_pretty(&settings)? + "\n").as_bytes(),
+        )?;
+        Ok(Files {
+            decisions: DecisionCsv::new(open("decisions.csv")?)?,
+            samples: ManageCsv::new(open("manage.csv")?, pcpus)?,
+        })
+    }
+}
+
+struct Looper<'a> {
+    opts: &'a Options,
+    files: Files,
+    clock: RunClock,
+    state: State,
+    prev: Option<Snapshot>,
+    summary: Summary,
+    /// VMs already reported as having no balloon stats.
+    told: BTreeSet<String>,
+    say: &'a dyn Fn(&str),
+}
+
+impl Looper<'_> {
+    fn round(&mut self, hv: &Libvirt, scope: &Scope) -> Result<()> {
+        let names = domains(hv, scope)?;
+        let snap = hv.sample(&names)?;
+        let decisions = plan(&snap, &mut self.state, &self.opts.config);
+        self.summary.rounds += 1;
+        let mut rows = Vec::new();
+        for d in decisions {
+            let applied = execute::apply(hv, &d, self.opts.dry_run);
+            let mut row = DecisionRow::new(&d, &snap, &self.clock);
+            self.count(&d.action, &row, &applied);
+            let detail = match &applied {
+                Applied::Pending(e) | Applied::Failed(e) => format!(" ({e})"),
+                _ => String::new(),
+            };
+            (self.say)(&format!(
+                "{:>7.1}s {:<10} {:<6} {} -> {} {}: {} [{}{detail}]",
+                row.t_s,
+                row.vm,
+                row.kind,
+                row.before,
+                row.after,
+                row.unit,
+                row.reason,
+                applied.word()
+            ));
+            let outcome = format!("outcome={}", applied.word());
+            row.inputs = if row.inputs.is_empty() {
+                outcome
+            } else {
+                format!("{};{outcome}", row.inputs)
+            };
+            rows.push(row);
+        }
+        self.observe(&snap, rows)
+    }
+
+    /// Writes the samples and decisions of a round; tells once about VMs
+    /// whose memory is left alone for want of balloon stats.
+    fn observe(&mut self, snap: &Snapshot, decisions: Vec<DecisionRow>) -> Result<()> {
+        for vm in &snap.vms {
+            let silent = vm.balloon.is_none_or(|b| b.last_update_s == 0);
+            if silent && self.prev.is_some() && self.told.insert(vm.name.clone()) {
+                (self.say)(&format!(
+                    "{} reports no balloon stats (no virtio_balloon driver yet?): its memory is left alone",
+                    vm.name
+                ));
+            }
+        }
+        self.files
+            .samples
+            .write(&ManageRow::all(self.prev.as_ref(), snap, &self.clock))?;
+        for row in &decisions {
+            self.files.decisions.write(row)?;
+        }
+        self.prev = Some(snap.clone());
+        Ok(())
+    }
+
+    fn count(&mut self, action: &Action, row: &DecisionRow, applied: &Applied) {
+        let s = &mut self.summary;
+        match applied {
+            Applied::Failed(_) | Applied::Vanished => {
+                s.failed += 1;
+                return;
+            }
+            Applied::Pending(_) => s.pending += 1,
+            Applied::Done | Applied::DryRun => {}
+        }
+        let (before, after) = (
+            row.before.parse::<i64>().unwrap_or(0),
+            row.after.parse::<i64>().unwrap_or(0),
+        );
+        match action {
+            Action::Pin { .. } => s.repins += 1,
+            Action::SetMemory { .. } if after >= before => s.mib_grown += (after - before) as u64,
+            Action::SetMemory { .. } => s.mib_released += (before - after) as u64,
+            Action::SetVcpus { .. } if after >= before => s.vcpus_added += (after - before) as u64,
+            Action::SetVcpus { .. } => s.vcpus_removed += (before - after) as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_ends_early_on_ctrl_c_and_at_the_end() {
+        let cancel = AtomicBool::new(true);
+        let started = Instant::now();
+        assert!(!pause(5.0, &cancel, None));
+        let cancel = AtomicBool::new(false);
+        assert!(!pause(5.0, &cancel, Some(Instant::now())));
+        assert!(pause(0.05, &cancel, None));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

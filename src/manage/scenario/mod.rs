@@ -1,0 +1,230 @@
+//! `vmlab scenario run`: a simulated scenario played on the real lab. The
+//! starting state is set (balloons, online CPUs, pins), the manager runs,
+//! the scenario's loads start on time as real load generators, and the run
+//! is judged from outside, as the course's monitor does: one sample a
+//! second, per-pCPU use from vCPU time deltas, pins, balloons, the host's
+//! free memory, and OOM kills from the guests' kernel logs.
+
+pub mod loads;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::judge::{JudgeConfig, Report, judge};
+use super::policy::ManageConfig;
+use super::run::{Options, Scope, run};
+use super::sim::scenario::Scenario;
+use crate::bench::configure;
+use crate::bench::matrix::Cell;
+use crate::guest::ssh::Guest;
+use crate::hypervisor::libvirt::Libvirt;
+use crate::hypervisor::sample::Sampler;
+use crate::hypervisor::{Actuator, Hypervisor};
+use crate::lab::state::VmRecord;
+use crate::units::{CpuSet, Mib};
+use crate::workload::run::stop_detached;
+use crate::workload::{Ready, Request};
+use loads::{Start, schedule};
+
+/// What the runner needs from the lab.
+pub struct Lab<'a> {
+    pub vms: &'a [VmRecord],
+    pub guests: &'a [Guest],
+    /// A connection for the sampler; the manager makes its own with `connect`.
+    pub hv: &'a Libvirt,
+    pub connect: &'a (dyn Fn() -> Result<Libvirt> + Sync),
+}
+
+/// Gets `cpu_hog`/`memory_hog` built with the given parameters.
+pub type Prepare<'a> = &'a dyn Fn(&Request) -> Result<Ready>;
+
+/// What to play, under which manager settings.
+pub struct Play<'a> {
+    pub scenario: &'a Scenario,
+    pub config: &'a ManageConfig,
+    /// Where the manager's files go.
+    pub run_dir: PathBuf,
+    pub prepare: Prepare<'a>,
+    /// The request the load generators are made from.
+    pub template: &'a Request,
+}
+
+/// Plays the scenario on the lab and judges it.
+pub fn play(
+    lab: &Lab,
+    play: Play,
+    cancel: &AtomicBool,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Report> {
+    let Play {
+        scenario,
+        config,
+        run_dir,
+        prepare,
+        template,
+    } = play;
+    if lab.vms.len() != scenario.vms.len() {
+        bail!(
+            "scenario `{}` is for {} VMs; the lab runs {}",
+            scenario.name,
+            scenario.vms.len(),
+            lab.vms.len()
+        );
+    }
+    let pcpus = lab.hv.node()?.cpus;
+    let scale = memory_scale(lab.vms, scenario);
+    let starts = schedule(scenario, scale);
+    let programs = prepare_loads(&starts, prepare, template)?;
+    set_up(lab, scenario, scale, pcpus)?;
+    let oom_before = oom_kills(lab.guests)?;
+    let names: Vec<String> = lab.vms.iter().map(|v| v.name.clone()).collect();
+    let opts = Options {
+        config: config.clone(),
+        dry_run: false,
+        once: false,
+        duration: Some(Duration::from_secs_f64(scenario.duration_s)),
+        run_dir,
+    };
+    let snapshots = std::thread::scope(|scope| -> Result<_> {
+        let manager = scope.spawn(|| {
+            run(
+                lab.connect,
+                &Scope::Named(names.clone()),
+                &opts,
+                cancel,
+                say,
+            )
+        });
+        let sampled = observe(
+            lab,
+            &names,
+            &starts,
+            &programs,
+            scenario.duration_s,
+            cancel,
+            say,
+        );
+        for guest in lab.guests {
+            for load in ["cpu_hog", "memory_hog"] {
+                stop_detached(guest, load).ok();
+            }
+        }
+        let summary = manager.join().expect("the manager's thread panicked")?;
+        say(&format!("manager: {summary}"));
+        sampled
+    })?;
+    let oom = oom_kills(lab.guests)?.saturating_sub(oom_before);
+    let cfg = JudgeConfig {
+        floor_unused_mib: config.balloon.floor_unused_mib,
+        ..JudgeConfig::default()
+    };
+    Ok(judge(&snapshots, &scenario.phases_s, oom, &cfg))
+}
+
+/// The lab's VMs may be smaller than the scenario's: sizes scale by their
+/// maxima.
+fn memory_scale(vms: &[VmRecord], scenario: &Scenario) -> f64 {
+    let lab_max = vms.iter().map(|v| v.max_memory.0).min().unwrap_or(0) as f64;
+    let spec_max = scenario.vms.iter().map(|v| v.max_mib).max().unwrap_or(1) as f64;
+    (lab_max / spec_max).min(1.0)
+}
+
+/// One ready program per distinct load.
+fn prepare_loads(starts: &[Start], prepare: Prepare, template: &Request) -> Result<Vec<Ready>> {
+    starts
+        .iter()
+        .map(|s| {
+            let (name, given) = s.load.workload();
+            prepare(&Request {
+                name: name.into(),
+                given,
+                ..template.clone()
+            })
+        })
+        .collect()
+}
+
+/// Balloons, online CPUs and pins as the scenario starts them.
+fn set_up(lab: &Lab, scenario: &Scenario, scale: f64, pcpus: u32) -> Result<()> {
+    let all = CpuSet::new(0..pcpus);
+    for ((vm, guest), spec) in lab.vms.iter().zip(lab.guests).zip(&scenario.vms) {
+        let memory = Mib(((spec.memory_mib as f64) * scale) as u64)
+            .max(Mib(256))
+            .min(vm.max_memory);
+        let cell = Cell {
+            index: 0,
+            vcpus: Some(spec.vcpus.min(vm.max_vcpus)),
+            memory: Some(memory),
+        };
+        configure::apply(
+            lab.hv,
+            lab.hv,
+            guest,
+            &vm.name,
+            &cell,
+            Duration::from_secs(90),
+        )
+        .with_context(|| format!("setting up {} for `{}`", vm.name, scenario.name))?;
+        for vcpu in 0..lab.hv.resources(&vm.name)?.vcpus_current {
+            let pin = spec.pins.get(vcpu as usize).copied().flatten();
+            let set = pin.map_or(all.clone(), |p| CpuSet::new([p % pcpus]));
+            lab.hv.pin_vcpu(&vm.name, vcpu, &set)?;
+        }
+    }
+    Ok(())
+}
+
+/// Samples once a second until the end, starting each load on time.
+fn observe(
+    lab: &Lab,
+    names: &[String],
+    starts: &[Start],
+    programs: &[Ready],
+    duration_s: f64,
+    cancel: &AtomicBool,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<crate::hypervisor::sample::Snapshot>> {
+    let began = Instant::now();
+    let mut snapshots = Vec::new();
+    let mut next = 0;
+    let mut tick = 0u64;
+    while began.elapsed().as_secs_f64() <= duration_s && !cancel.load(Ordering::SeqCst) {
+        let now_s = began.elapsed().as_secs_f64();
+        while let Some(start) = starts.get(next).filter(|s| s.at_s <= now_s) {
+            let guest = &lab.guests[start.vm];
+            let (name, given) = start.load.workload();
+            let id = format!("scenario-{next}");
+            programs[next].program().start_detached(guest, &id)?;
+            let params: Vec<String> = given.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            say(&format!(
+                "{now_s:>7.1}s {:<10} start  {name} {}",
+                guest.vm(),
+                params.join(" ")
+            ));
+            next += 1;
+        }
+        snapshots.push(lab.hv.sample(names)?);
+        tick += 1;
+        let wake = began + Duration::from_secs(tick);
+        if let Some(sleep) = wake.checked_duration_since(Instant::now()) {
+            std::thread::sleep(sleep);
+        }
+    }
+    Ok(snapshots)
+}
+
+/// OOM kills each guest's kernel has logged so far.
+fn oom_kills(guests: &[Guest]) -> Result<u32> {
+    let mut total = 0;
+    for guest in guests {
+        let out = guest.exec("dmesg | grep -ci 'killed process' || true")?;
+        total += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
