@@ -37,7 +37,7 @@ test: setup
     cargo test --quiet --test cli --test test_driver --test fixture_run --test dashboard --test plot
     cargo test --quiet --test dashboard_browser -- --nocapture
     cargo test --quiet --test workload_build -- --nocapture
-    cargo test --test e2e --test e2e_workloads -- --ignored --test-threads=1
+    cargo test --test e2e --test e2e_workloads --test e2e_manage -- --ignored --test-threads=1
 
 # Boot timing: one guest, three in parallel, teardown (prints numbers).
 bench-up runs="3": setup image

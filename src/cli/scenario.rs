@@ -192,8 +192,18 @@ fn real(
         &cancel,
         &|line| println!("{line}"),
     )?;
-    let figures = serde_json::to_string_pretty(&report.figures())?;
-    crate::files::write_atomic(&run_dir.join("scenario.json"), (figures + "\n").as_bytes())?;
+    let doc = serde_json::json!({
+        "schema": 1,
+        "scenario": scenario.name,
+        "figures": report.figures(),
+        "t_s": report.t_s,
+        "sd_pct": report.sd_pct,
+        "pcpu_pct": report.pcpu_pct,
+    });
+    crate::files::write_atomic(
+        &run_dir.join("scenario.json"),
+        (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+    )?;
     println!("results in {}", run_dir.display());
     Ok(report)
 }

@@ -177,7 +177,9 @@ fn set_up(lab: &Lab, scenario: &Scenario, scale: f64, pcpus: u32) -> Result<()> 
     Ok(())
 }
 
-/// Samples once a second until the end, starting each load on time.
+/// Samples once a second until the end while each VM's loads start on
+/// time, from a thread of its own (a start is an SSH round trip to a busy
+/// guest, seconds under TCG: it must not delay the samples).
 fn observe(
     lab: &Lab,
     names: &[String],
@@ -188,30 +190,54 @@ fn observe(
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<crate::hypervisor::sample::Snapshot>> {
     let began = Instant::now();
-    let mut snapshots = Vec::new();
-    let mut next = 0;
-    let mut tick = 0u64;
-    while began.elapsed().as_secs_f64() <= duration_s && !cancel.load(Ordering::SeqCst) {
-        let now_s = began.elapsed().as_secs_f64();
-        while let Some(start) = starts.get(next).filter(|s| s.at_s <= now_s) {
-            let guest = &lab.guests[start.vm];
-            let (name, given) = start.load.workload();
-            let id = format!("scenario-{next}");
-            programs[next].program().start_detached(guest, &id)?;
-            let params: Vec<String> = given.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            say(&format!(
-                "{now_s:>7.1}s {:<10} start  {name} {}",
-                guest.vm(),
-                params.join(" ")
-            ));
-            next += 1;
+    let failed = std::sync::Mutex::new(Vec::new());
+    let snapshots = std::thread::scope(|scope| {
+        for (vm, guest) in lab.guests.iter().enumerate() {
+            let (failed, began) = (&failed, began);
+            scope.spawn(move || {
+                for (i, start) in starts.iter().enumerate().filter(|(_, s)| s.vm == vm) {
+                    let due = began + Duration::from_secs_f64(start.at_s);
+                    while Instant::now() < due {
+                        if cancel.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    let (name, given) = start.load.workload();
+                    let params: Vec<String> =
+                        given.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    match programs[i]
+                        .program()
+                        .start_detached(guest, &format!("scenario-{i}"))
+                    {
+                        Ok(_) => say(&format!(
+                            "{:>7.1}s {:<10} start  {name} {}",
+                            began.elapsed().as_secs_f64(),
+                            guest.vm(),
+                            params.join(" ")
+                        )),
+                        Err(e) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {e:#}", guest.vm())),
+                    }
+                }
+            });
         }
-        snapshots.push(lab.hv.sample(names)?);
-        tick += 1;
-        let wake = began + Duration::from_secs(tick);
-        if let Some(sleep) = wake.checked_duration_since(Instant::now()) {
-            std::thread::sleep(sleep);
+        let mut snapshots = Vec::new();
+        while began.elapsed().as_secs_f64() <= duration_s && !cancel.load(Ordering::SeqCst) {
+            snapshots.push(lab.hv.sample(names)?);
+            // The next whole second; after a stall (a saturated host starves
+            // the sampler too) missed seconds are skipped, not replayed: a
+            // burst of samples a few ms apart would measure only noise.
+            let next = began + Duration::from_secs(began.elapsed().as_secs() + 1);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
+        Ok::<_, anyhow::Error>(snapshots)
+    })?;
+    let failed = failed.into_inner().unwrap();
+    if !failed.is_empty() {
+        bail!("loads did not start: {}", failed.join("; "));
     }
     Ok(snapshots)
 }

@@ -1,0 +1,110 @@
+//! The online manager on real guests: 4 VMs on this host's pCPUs, scenarios
+//! played with real load generators and judged from outside, one sample a
+//! second, as the course's monitor does. Run with
+//! `cargo test --test e2e_manage -- --ignored --test-threads=1` (`just test`
+//! does): they need libvirtd and root, and they load the host.
+
+mod common;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use common::lab::*;
+
+fn scenario(lab: &TestLab, name: &str) -> Value {
+    let out = lab.ok(&["scenario", "run", name]);
+    let dir = printed_run_dir(home(), &out);
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("scenario.json")).unwrap()).unwrap();
+    let figures = doc["figures"].clone();
+    eprintln!("{name}: {figures}");
+    assert!(dir.join("decisions.csv").is_file() && dir.join("manage.csv").is_file());
+    figures
+}
+
+fn pins(domain: &str) -> String {
+    virsh(&["vcpupin", domain])
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone() {
+    let lab = TestLab::new("e2e-pin");
+    lab.ok(&["up", "4", "--prefix", "e2g"]);
+    let f = scenario(&lab, "all-on-one");
+    let balanced = f["balance_s"].as_f64().expect("it balanced");
+    assert!(
+        balanced <= 6.0,
+        "balanced after {balanced} s (3 intervals: 6 s)"
+    );
+    assert!(f["settled_sd_pct"].as_f64().unwrap() <= 5.0, "{f}");
+    assert_eq!(
+        f["repins_after_balance"], 0,
+        "pins moved under steady load: {f}"
+    );
+    assert!(f["repins"].as_u64().unwrap() >= 1, "nothing was moved: {f}");
+
+    // A dry run decides and logs, and changes nothing.
+    for vm in ["e2g-1", "e2g-2", "e2g-3", "e2g-4"] {
+        virsh(&["vcpupin", vm, "0", "0"]);
+    }
+    lab.ok(&["run", "cpu_hog", "--detach", "--param", "duration_s=60"]);
+    let before: Vec<String> = ["e2g-1", "e2g-2"].map(pins).to_vec();
+    let out = lab.ok(&["manage", "--once", "--dry-run", "--memory-policy", "off"]);
+    assert!(out.contains("[dry-run]"), "{out}");
+    assert_eq!(["e2g-1", "e2g-2"].map(pins).to_vec(), before);
+
+    // One manager per lab.
+    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmlab"))
+        .env("VMLAB_HOME", home())
+        .env("VMLAB_LAB", "e2e-pin")
+        .env("VMLAB_CONNECT", CONNECT)
+        .current_dir(home())
+        .args(["manage", "--duration", "60s", "--dry-run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the first manager to hold its lock",
+        std::time::Duration::from_secs(30),
+        || {
+            let second = lab.vmlab(&["manage", "--once"]);
+            second
+                .stderr
+                .contains("another `vmlab manage` already manages lab `e2e-pin`")
+                .then_some(())
+        },
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    lab.ok(&["stop", "cpu_hog"]);
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn growing_demand_gets_memory_every_vm_keeps_its_floor_and_memory_comes_back() {
+    let lab = TestLab::new("e2e-mem");
+    lab.ok(&["up", "4", "--prefix", "e2n"]);
+    let f = scenario(&lab, "consume-slow");
+    assert_eq!(f["oom_kills"], 0, "{f}");
+    assert!(f["min_unused_mib"].as_f64().unwrap() >= 100.0, "{f}");
+    assert_eq!(f["seconds_under_floor"].as_f64(), Some(0.0), "{f}");
+    let (peak, end) = (
+        f["peak_actual_mib"].as_f64().unwrap(),
+        f["end_actual_mib"].as_f64().unwrap(),
+    );
+    assert!(
+        end + 500.0 <= peak,
+        "memory did not come back: peak {peak} MiB, end {end} MiB"
+    );
+    // The balloons really moved, as libvirt says.
+    let status = lab.status();
+    let total: u64 = status
+        .iter()
+        .map(|v| v["memory_actual_mib"].as_u64().unwrap())
+        .sum();
+    assert!(total < 4 * 512, "the lab still holds {total} MiB");
+    assert!(Path::new(&home().join("results")).is_dir());
+}
