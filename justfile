@@ -37,7 +37,7 @@ test: setup
     cargo test --quiet --test cli --test test_driver --test fixture_run --test dashboard --test plot
     cargo test --quiet --test dashboard_browser -- --nocapture
     cargo test --quiet --test workload_build -- --nocapture
-    cargo test --test e2e --test e2e_workloads --test e2e_manage -- --ignored --test-threads=1
+    cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe -- --ignored --test-threads=1
 
 # Boot timing: one guest, three in parallel, teardown (prints numbers).
 bench-up runs="3": setup image
@@ -47,10 +47,15 @@ bench-up runs="3": setup image
 bench-bench runs="3": setup image
     bash scripts/bench-bench {{runs}}
 
-# Manager benchmark: simulated scenarios under vmlab's policies and the
-# course-style baselines, and one decision round at 1000 VMs (prints numbers).
-bench-manage:
-    cargo run --release --quiet --example bench_manage
+# Manager benchmark: simulated scenarios (vmlab's policies vs the course-style
+# baselines), one decision round at 1000 VMs, then the scenarios on a real
+# 4-VM lab (`just bench-manage sim`: the simulator only). Prints numbers.
+bench-manage mode="all": setup image
+    bash scripts/bench-manage {{mode}}
+
+# What observing costs: collector host CPU per VM and sample, reporter CPU in the guests.
+bench-monitor seconds="60": setup image
+    bash scripts/bench-monitor {{seconds}}
 
 lint:
     cargo fmt --check

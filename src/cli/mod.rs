@@ -5,12 +5,15 @@ mod bars;
 mod bench;
 mod completions;
 mod console;
+mod dashboard;
 mod doctor;
 mod down;
 pub mod exit;
 mod image;
 mod logging;
 mod manage;
+mod monitor;
+mod plot;
 mod run;
 mod scenario;
 mod ssh;
@@ -81,6 +84,12 @@ enum Command {
     /// Scenarios for the manager: list them, play one on the lab or in the simulator
     #[command(subcommand)]
     Scenario(scenario::Command),
+    /// Guest and host metrics of the lab's VMs into results/<run-id>/metrics.csv
+    Monitor(monitor::Args),
+    /// A live dashboard in the browser (and /metrics for Prometheus)
+    Dashboard(dashboard::Args),
+    /// PNG and SVG figures of a run
+    Plot(plot::Args),
     /// Build, fetch, list and remove base images
     #[command(subcommand)]
     Image(image::Command),
@@ -121,6 +130,9 @@ fn run(global: &Global, command: Command) -> Result<i32> {
         Command::Bench(args) => bench::run(global, args),
         Command::Manage(args) => manage::run_cli(global, args),
         Command::Scenario(cmd) => scenario::run(global, cmd),
+        Command::Monitor(args) => monitor::run(global, args),
+        Command::Dashboard(args) => dashboard::run(global, args),
+        Command::Plot(args) => plot::run(args),
         Command::Image(cmd) => image::run(global, cmd),
         Command::Doctor(args) => doctor::run(global, args),
         Command::Completions(args) => completions::run(args),

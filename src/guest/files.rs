@@ -13,11 +13,27 @@ impl Guest {
     /// Copies `local` to `remote` (made executable) unless it is there with
     /// this SHA-256 already; returns whether it uploaded.
     pub fn push(&self, local: &Path, remote: &str, sha256: &str) -> Result<bool> {
+        let file =
+            std::fs::File::open(local).with_context(|| format!("opening {}", local.display()))?;
+        self.push_from(Box::new(file), &local.display().to_string(), remote, sha256)
+    }
+
+    /// [`Guest::push`] of content in memory (a script built into vmlab).
+    pub fn push_bytes(&self, content: &'static [u8], remote: &str) -> Result<bool> {
+        let sha256 = crate::download::digest::sha256(content);
+        self.push_from(Box::new(content), "vmlab's copy", remote, &sha256)
+    }
+
+    fn push_from(
+        &self,
+        content: Box<dyn std::io::Read + Send>,
+        what: &str,
+        remote: &str,
+        sha256: &str,
+    ) -> Result<bool> {
         if self.sha256_of(remote)?.as_deref() == Some(sha256) {
             return Ok(false);
         }
-        let file =
-            std::fs::File::open(local).with_context(|| format!("opening {}", local.display()))?;
         let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
         let part = format!("{remote}.part");
         let script = format!(
@@ -28,7 +44,7 @@ impl Guest {
         );
         let mut err = Vec::new();
         let io = Io {
-            stdin: Some(Box::new(file)),
+            stdin: Some(content),
             stdout: &mut std::io::sink(),
             stderr: &mut err,
             cancel: None,
@@ -36,8 +52,7 @@ impl Guest {
         let exit = self.exec_io(&script, io, None)?;
         if !exit.success() {
             bail!(
-                "copying {} to {}:{remote} failed ({exit}): {}",
-                local.display(),
+                "copying {what} to {}:{remote} failed ({exit}): {}",
                 self.vm(),
                 String::from_utf8_lossy(&err).trim()
             );

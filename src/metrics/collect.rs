@@ -1,0 +1,303 @@
+//! `vmlab monitor`'s collector. Each guest runs the reporter script over an
+//! SSH channel (nothing listens on a port); a thread per guest reads its
+//! lines and keeps the latest sample, restarting the reporter when it dies.
+//! Every interval the collector samples libvirt and writes one row per VM:
+//! the guest's figures, the host's (balloon, vCPUs, pins, CPU time, per-pCPU
+//! use) and, when `vmlab manage` writes into the same run directory, its
+//! thresholds and the decisions since the previous row.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+
+use super::reporter::{GuestSample, LineStats, REPORTER_SH};
+use super::row::{MetricsRow, MetricsWriter, kib_to_mib};
+use super::run::{CsvTail, DECISIONS_CSV, Decision, METRICS_CSV};
+use crate::guest::shell::quote;
+use crate::guest::ssh::{Cancel, Guest, Io, SshTarget};
+use crate::hypervisor::sample::{Sampler, Snapshot, VmSample};
+use crate::manage::snapshot::CpuUse;
+use crate::units::CpuSet;
+use crate::workload::run::GUEST_ROOT;
+
+/// What to collect, where to, for how long.
+pub struct Plan {
+    pub targets: Vec<SshTarget>,
+    pub interval_s: u64,
+    pub duration: Option<Duration>,
+    pub run_dir: PathBuf,
+}
+
+/// How the collection went, per VM.
+#[derive(Debug, Clone)]
+pub struct FeedReport {
+    pub vm: String,
+    pub lines: String,
+    pub restarts: u32,
+}
+
+/// Collects until the end or Ctrl-C (`cancel`); `show` gets each sample's rows.
+pub fn collect(
+    sampler: &dyn Sampler,
+    plan: &Plan,
+    cancel: &AtomicBool,
+    show: &mut dyn FnMut(&[MetricsRow]),
+) -> Result<Vec<FeedReport>> {
+    std::fs::create_dir_all(&plan.run_dir)
+        .with_context(|| format!("creating {}", plan.run_dir.display()))?;
+    let names: Vec<String> = plan.targets.iter().map(|t| t.vm.clone()).collect();
+    let first = sampler.sample(&names)?;
+    let mut writer =
+        MetricsWriter::create(&plan.run_dir.join(METRICS_CSV), first.host.pcpus as usize)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeds: Vec<Feed> = plan
+        .targets
+        .iter()
+        .map(|t| Feed::spawn(t.clone(), plan.interval_s, stop.clone()))
+        .collect();
+    let mut decisions = CsvTail::<Decision>::new(plan.run_dir.join(DECISIONS_CSV));
+    let run_start = SystemTime::now();
+    let began = Instant::now();
+    let mut prev = first;
+    let mut seen_uptime: Vec<Option<u64>> = vec![None; feeds.len()];
+    let result = (|| -> Result<()> {
+        loop {
+            let next = began
+                + Duration::from_secs(
+                    plan.interval_s * (began.elapsed().as_secs() / plan.interval_s + 1),
+                );
+            while Instant::now() < next {
+                if cancel.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if plan.duration.is_some_and(|d| began.elapsed() > d) {
+                return Ok(());
+            }
+            let snap = sampler.sample(&names)?;
+            let manager = manager_settings(&plan.run_dir);
+            let new_decisions = decisions.read_new().unwrap_or_default();
+            let rows: Vec<MetricsRow> = feeds
+                .iter()
+                .enumerate()
+                .map(|(i, feed)| {
+                    let mut row = MetricsRow::new(SystemTime::now(), run_start, &feed.vm);
+                    if let Some(sample) = feed.latest() {
+                        // A line already used is not repeated: a stalled guest is a gap.
+                        if seen_uptime[i] != Some(sample.uptime_ms) {
+                            seen_uptime[i] = Some(sample.uptime_ms);
+                            row.set_guest(&sample);
+                        }
+                    }
+                    set_host(&mut row, &prev, &snap, &feed.vm);
+                    set_manager(&mut row, manager.as_ref(), &new_decisions);
+                    row
+                })
+                .collect();
+            writer.write_sample(&rows)?;
+            show(&rows);
+            prev = snap;
+        }
+    })();
+    stop.store(true, Ordering::SeqCst);
+    let reports = feeds.into_iter().map(Feed::finish).collect();
+    result.map(|()| reports)
+}
+
+/// The host's columns of a VM's row, from two libvirt samples.
+fn set_host(row: &mut MetricsRow, prev: &Snapshot, now: &Snapshot, vm: &str) {
+    let Some(sample) = now.vms.iter().find(|v| v.name == vm) else {
+        return; // stopped or gone: a gap
+    };
+    if let Some(b) = &sample.balloon {
+        row.balloon_actual_mib = Some(kib_to_mib(b.actual_kib));
+        if b.last_update_s > 0 {
+            row.balloon_unused_mib = Some(kib_to_mib(b.unused_kib));
+        }
+    }
+    row.vcpus = Some(sample.vcpus_current);
+    row.pins = pins(sample, now.host.pcpus);
+    row.domain_cpu_s = Some(sample.vcpus.iter().map(|v| v.cpu_time_ns).sum::<u64>() as f64 / 1e9);
+    if let Some(cpu) = CpuUse::between(prev, now) {
+        row.pcpu_pct = cpu.pcpu_pct(now).into_iter().map(Some).collect();
+    }
+}
+
+/// `0:1;1:0-1`; empty when no vCPU is pinned (each may run anywhere).
+fn pins(vm: &VmSample, pcpus: u32) -> String {
+    if vm.vcpus.iter().all(|v| v.affinity.len() as u32 >= pcpus) {
+        return String::new();
+    }
+    let pinned: Vec<String> = vm
+        .vcpus
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{i}:{}", CpuSet::new(v.affinity.iter().copied())))
+        .collect();
+    pinned.join(";")
+}
+
+/// The thresholds `vmlab manage` wrote into the run directory, if it runs.
+fn manager_settings(run_dir: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("manage.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn set_manager(row: &mut MetricsRow, manager: Option<&serde_json::Value>, decisions: &[Decision]) {
+    if let Some(m) = manager {
+        row.mem_floor_mib = m["mem_floor_mib"].as_f64();
+        if m["memory_policy"] == "threshold" {
+            row.mem_high_pct = m["mem_high_pct"].as_f64();
+            row.mem_low_pct = m["mem_low_pct"].as_f64();
+        }
+    }
+    let mine: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.vm == row.vm)
+        .map(|d| format!("{} {}->{} {}", d.kind, d.before, d.after, d.unit))
+        .collect();
+    row.decisions = mine.join("; ");
+}
+
+/// One guest's reporter, read on a thread of its own.
+struct Feed {
+    vm: String,
+    latest: Arc<Mutex<Option<GuestSample>>>,
+    stats: Arc<Mutex<LineStats>>,
+    restarts: Arc<AtomicU32>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Feed {
+    fn spawn(target: SshTarget, interval_s: u64, stop: Arc<AtomicBool>) -> Feed {
+        let latest = Arc::new(Mutex::new(None));
+        let stats = Arc::new(Mutex::new(LineStats::default()));
+        let restarts = Arc::new(AtomicU32::new(0));
+        let vm = target.vm.clone();
+        let thread = {
+            let (latest, stats, restarts) = (latest.clone(), stats.clone(), restarts.clone());
+            std::thread::spawn(move || {
+                let mut backoff = Duration::from_secs(1);
+                let mut first = true;
+                while !stop.load(Ordering::SeqCst) {
+                    if !first {
+                        restarts.fetch_add(1, Ordering::SeqCst);
+                        tracing::warn!("{}: the reporter stopped; restarting it", target.vm);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                    first = false;
+                    if let Err(e) = report(&target, interval_s, &stop, &latest, &stats) {
+                        tracing::debug!("{}: reporter: {e:#}", target.vm);
+                    }
+                }
+            })
+        };
+        Feed {
+            vm,
+            latest,
+            stats,
+            restarts,
+            thread,
+        }
+    }
+
+    fn latest(&self) -> Option<GuestSample> {
+        self.latest.lock().unwrap().clone()
+    }
+
+    fn finish(self) -> FeedReport {
+        let _ = self.thread.join();
+        FeedReport {
+            vm: self.vm,
+            lines: self.stats.lock().unwrap().to_string(),
+            restarts: self.restarts.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Runs the reporter in the guest until it ends or `stop` goes up.
+fn report(
+    target: &SshTarget,
+    interval_s: u64,
+    stop: &AtomicBool,
+    latest: &Mutex<Option<GuestSample>>,
+    stats: &Mutex<LineStats>,
+) -> Result<()> {
+    let guest = Guest::connect(target, Duration::from_secs(10))?;
+    let script = format!("{GUEST_ROOT}/bin/reporter.sh");
+    guest.push_bytes(REPORTER_SH.as_bytes(), &script)?;
+    let pid_file = format!("{GUEST_ROOT}/reporter.{}.pid", std::process::id());
+    let command = format!(
+        "echo $$ > {pid} && exec sh {script} {interval_s}",
+        pid = quote(&pid_file),
+        script = quote(&script)
+    );
+    let mut lines = Lines {
+        pending: Vec::new(),
+        on_line: &mut |line: &str| {
+            if let Some(sample) = stats.lock().unwrap().parse(line) {
+                *latest.lock().unwrap() = Some(sample);
+            }
+        },
+    };
+    guest.exec_io(
+        &command,
+        Io {
+            stdin: None,
+            stdout: &mut lines,
+            stderr: &mut std::io::sink(),
+            cancel: Some(Cancel {
+                flag: stop,
+                stop: format!("kill $(cat {}) 2>/dev/null; rm -f {0}", quote(&pid_file)),
+            }),
+        },
+        None,
+    )?;
+    Ok(())
+}
+
+/// Hands over each complete line (with its newline) as it arrives.
+struct Lines<'a> {
+    pending: Vec<u8>,
+    on_line: &'a mut dyn FnMut(&str),
+}
+
+impl Write for Lines<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            (self.on_line)(&String::from_utf8_lossy(&line));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_handed_over_whole() {
+        let mut got = Vec::new();
+        {
+            let mut lines = Lines {
+                pending: Vec::new(),
+                on_line: &mut |l: &str| got.push(l.to_string()),
+            };
+            lines.write_all(b"vmlab-r1 1 2").unwrap();
+            lines.write_all(b" 3\nsecond\nthi").unwrap();
+        }
+        assert_eq!(got, ["vmlab-r1 1 2 3\n", "second\n"]);
+    }
+}

@@ -1,0 +1,174 @@
+//! Observation on real guests: the reporter over SSH, libvirt's figures,
+//! metrics.csv, plots and the dashboard's /metrics. Run with
+//! `cargo test --test e2e_observe -- --ignored --test-threads=1` (`just test`
+//! does): they need libvirtd and root, and they load the host.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::lab::*;
+
+fn get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn number(row: &std::collections::HashMap<String, String>, key: &str) -> Option<f64> {
+    row.get(key).and_then(|v| v.parse().ok())
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn monitor_rows_are_plausible_plots_are_drawn_and_the_dashboard_serves_them() {
+    let lab = TestLab::new("e2e-obs");
+    lab.ok(&["up", "2", "--prefix", "e2v"]);
+    // A monitor for 14 s; cpu_hog runs on e2v-1 in the middle of it.
+    let monitor = std::thread::spawn(|| {
+        run(raw(
+            home(),
+            "e2e-obs",
+            &["monitor", "--duration", "14s", "--run", "e2e-observe"],
+        )
+        .timeout(Duration::from_secs(120)))
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    lab.ok(&["run", "cpu_hog", "--on", "e2v-1", "--param", "duration_s=5"]);
+    let out = monitor.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("e2v-1: reporter lines"),
+        "{}",
+        out.stderr
+    );
+
+    let dir = home().join("results/e2e-observe");
+    let rows = csv_rows(&dir.join("metrics.csv"));
+    for vm in ["e2v-1", "e2v-2"] {
+        let mine: Vec<_> = rows.iter().filter(|r| r["vm"] == vm).collect();
+        assert!(mine.len() >= 10, "{vm}: {} rows in 14 s", mine.len());
+        let sampled: Vec<_> = mine
+            .iter()
+            .filter(|r| number(r, "mem_total_mib").is_some())
+            .collect();
+        assert!(
+            sampled.len() >= 8,
+            "{vm}: the guest reported {} times",
+            sampled.len()
+        );
+        for r in &sampled {
+            let (total, balloon) = (
+                number(r, "mem_total_mib").unwrap(),
+                number(r, "balloon_actual_mib").unwrap(),
+            );
+            // MemTotal is the balloon's size less what the kernel keeps for itself.
+            assert!(
+                total <= balloon && total + 150.0 >= balloon,
+                "{vm}: MemTotal {total} vs balloon {balloon}"
+            );
+            assert_eq!(number(r, "vcpus"), Some(1.0));
+        }
+        // Per-pCPU use needs two libvirt samples: every row has it but the first.
+        let with_pcpus = mine
+            .iter()
+            .filter(|r| number(r, "pcpu0_pct").is_some() && number(r, "pcpu1_pct").is_some());
+        assert!(
+            with_pcpus.count() + 1 >= mine.len(),
+            "{vm}: pCPU columns missing"
+        );
+    }
+    let cpu = |vm: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r["vm"] == vm)
+            .filter_map(|r| number(r, "cpu_pct"))
+            .collect()
+    };
+    let (busy, quiet) = (cpu("e2v-1"), cpu("e2v-2"));
+    let peak = busy.iter().cloned().fold(0.0, f64::max);
+    let quiet_peak = quiet.iter().cloned().fold(0.0, f64::max);
+    eprintln!("e2v-1 CPU % {busy:?}\ne2v-2 CPU % {quiet:?}");
+    assert!(peak >= 80.0, "cpu_hog never showed: {busy:?}");
+    assert!(quiet_peak < 50.0, "the idle VM looked busy: {quiet:?}");
+
+    // Figures of the run, both formats.
+    let plotted = lab.ok(&["plot", dir.to_str().unwrap()]);
+    for name in [
+        "memory.png",
+        "memory.svg",
+        "cpu.png",
+        "cpu.svg",
+        "pcpu.png",
+        "pcpu.svg",
+    ] {
+        let path = dir.join("plots").join(name);
+        assert!(
+            std::fs::metadata(&path)
+                .map(|m| m.len() > 1000)
+                .unwrap_or(false),
+            "{name}: {plotted}"
+        );
+    }
+
+    // The dashboard serves the run on loopback, /metrics included.
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("vmlab"))
+        .env("VMLAB_HOME", home())
+        .env("VMLAB_LAB", "e2e-obs")
+        .env("VMLAB_CONNECT", CONNECT)
+        .current_dir(home())
+        .args(["dashboard", "--run", "e2e-observe", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    let page = get(&addr, "/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let metrics = wait_until("e2v-1 in /metrics", Duration::from_secs(20), || {
+        let m = get(&addr, "/metrics");
+        m.contains("vmlab_vm_cpu_percent{lab=\"e2e-obs\",vm=\"e2v-1\"}")
+            .then_some(m)
+    });
+    assert!(
+        metrics.contains("vmlab_pcpu_utilisation_percent"),
+        "{metrics}"
+    );
+
+    // The same address again: refused, one line.
+    let busy = run(&mut raw(
+        home(),
+        "e2e-obs",
+        &["dashboard", "--run", "e2e-observe", "--bind", &addr],
+    ));
+    assert_eq!(busy.code, 125);
+    assert!(busy.stderr.contains(&addr), "{}", busy.stderr);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A run that does not exist.
+    lab.refused(
+        &["plot", "results/no-such-run"],
+        "error: run directory `results/no-such-run` does not exist",
+    );
+}
