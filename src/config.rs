@@ -82,6 +82,10 @@ pub struct Settings {
     /// VMs provisioned at once (TCG boots are CPU-bound) [default: the host's cores]
     #[arg(long)]
     pub jobs: Option<NonZeroU32>,
+    /// The guest takes memory back from its balloon instead of OOM-killing
+    /// (then MemTotal no longer shrinks with the balloon) [default: off]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub balloon_autodeflate: Option<bool>,
     /// Workload folders (`VMLAB_WORKLOADS`) [default: ./workloads, else built in].
     #[arg(skip)]
     pub workloads_dir: Option<PathBuf>,
@@ -195,6 +199,7 @@ impl Merged {
             accel: s.accel.unwrap_or(Accel::Auto),
             ssh_timeout_s: s.ssh_timeout_s.map_or(90, NonZeroU64::get),
             jobs,
+            balloon_autodeflate: s.balloon_autodeflate.unwrap_or(false),
             given: self.settings,
         })
     }
@@ -216,6 +221,7 @@ pub struct LabSpec {
     pub accel: Accel,
     pub ssh_timeout_s: u64,
     pub jobs: usize,
+    pub balloon_autodeflate: bool,
     /// What the user set explicitly (flags or file), before defaults.
     pub given: Settings,
 }

@@ -27,6 +27,7 @@ pub fn vm_record(name: &str) -> VmRecord {
         vcpus: 1,
         max_vcpus: 2,
         ssh_user: "root".into(),
+        autodeflate: false,
     }
 }
 

@@ -32,7 +32,23 @@ fn number(row: &std::collections::HashMap<String, String>, key: &str) -> Option<
 #[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
 fn monitor_rows_are_plausible_plots_are_drawn_and_the_dashboard_serves_them() {
     let lab = TestLab::new("e2e-obs");
+    let _ = std::fs::remove_dir_all(home().join("results/e2e-observe"));
     lab.ok(&["up", "2", "--prefix", "e2v"]);
+    // The guests load their balloon driver after sshd: until then they see
+    // their maximum (1 GiB) while libvirt already says 512 MiB.
+    for vm in ["e2v-1", "e2v-2"] {
+        wait_until("the balloon to settle", Duration::from_secs(60), || {
+            let meminfo = lab.ok(&["ssh", vm, "--", "cat /proc/meminfo"]);
+            let total_kib: u64 = meminfo
+                .lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (total_kib < 600 * 1024).then_some(())
+        });
+    }
     // A monitor for 14 s; cpu_hog runs on e2v-1 in the middle of it.
     let monitor = std::thread::spawn(|| {
         run(raw(

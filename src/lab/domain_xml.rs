@@ -38,6 +38,8 @@ pub struct DomainSpec {
     pub network: Network,
     /// Host port forwarded from 127.0.0.1 to the guest's SSH (user network only).
     pub ssh_port: u16,
+    /// The balloon deflates when the guest is about to OOM-kill.
+    pub autodeflate: bool,
 }
 
 pub fn render(spec: &DomainSpec) -> Result<String> {
@@ -98,6 +100,7 @@ mod tests {
             console_log: "/lab/vms/vm-1/console.log".into(),
             network,
             ssh_port: 40022,
+            autodeflate: false,
         }
     }
 
@@ -125,6 +128,18 @@ mod tests {
         let doc = roxmltree::Document::parse(&xml).expect("rendered XML parses");
         let owner = doc.descendants().find(|n| n.has_tag_name("owner")).unwrap();
         assert_eq!(owner.attribute("home"), Some("/tmp/a'b<c>&d"));
+    }
+
+    #[test]
+    fn autodeflate_is_asked_for_only_when_chosen() {
+        let mut s = spec(Network::User);
+        assert!(render(&s).unwrap().contains("<memballoon model='virtio'>"));
+        s.autodeflate = true;
+        assert!(
+            render(&s)
+                .unwrap()
+                .contains("<memballoon model='virtio' autodeflate='on'>")
+        );
     }
 
     #[test]

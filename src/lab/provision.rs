@@ -103,6 +103,7 @@ impl Provisioner<'_> {
             console_log: vm.console(),
             network: record.network,
             ssh_port: record.ssh_port,
+            autodeflate: record.autodeflate,
         })?;
         crate::files::write_atomic(&vm.domain_xml(), xml.as_bytes())?;
         self.lab

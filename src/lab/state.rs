@@ -36,6 +36,9 @@ pub struct VmRecord {
     pub max_vcpus: u32,
     /// Who the lab key logs in as (from the image).
     pub ssh_user: String,
+    /// The balloon deflates on OOM (`--balloon-autodeflate`).
+    #[serde(default)]
+    pub autodeflate: bool,
 }
 
 impl VmRecord {
@@ -56,6 +59,10 @@ impl VmRecord {
             ("max_memory_mib", self.max_memory.0.to_string()),
             ("vcpus", self.vcpus.to_string()),
             ("max_vcpus", self.max_vcpus.to_string()),
+            (
+                "autodeflate",
+                if self.autodeflate { "on" } else { "off" }.into(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -82,6 +89,7 @@ impl VmRecord {
             max_memory: Mib(num("max_memory_mib")?),
             vcpus: u32::try_from(num("vcpus")?).ok()?,
             max_vcpus: u32::try_from(num("max_vcpus")?).ok()?,
+            autodeflate: get("autodeflate").as_deref() == Some("on"),
         })
     }
 }

@@ -181,6 +181,11 @@ pub fn differences(given: &Settings, record: &VmRecord) -> Vec<String> {
         ),
         ("image", record.image.clone(), given.image.clone()),
         ("network", net(record.network), given.network.map(net)),
+        (
+            "balloon autodeflate",
+            text(&record.autodeflate),
+            given.balloon_autodeflate.map(|v| text(&v)),
+        ),
     ];
     table
         .into_iter()
@@ -312,6 +317,7 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepa
             vcpus: spec.vcpus,
             max_vcpus: spec.max_vcpus,
             ssh_user: image.manifest.ssh_user.clone(),
+            autodeflate: spec.balloon_autodeflate,
         });
     }
     state.prefix = Some(prefix.clone());

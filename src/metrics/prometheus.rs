@@ -101,7 +101,7 @@ const VM_METRICS: &[VmMetric] = &[
     },
     VmMetric {
         name: "vmlab_vm_memory_floor_bytes",
-        help: "The least memory the manager leaves the VM.",
+        help: "Unused memory the manager keeps in the VM (its floor).",
         kind: Kind::Gauge,
         value: |r| r.mem_floor_mib.map(|m| m * MIB),
     },
