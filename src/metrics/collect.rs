@@ -150,7 +150,9 @@ fn manager_settings(run_dir: &std::path::Path) -> Option<serde_json::Value> {
 
 fn set_manager(row: &mut MetricsRow, manager: Option<&serde_json::Value>, decisions: &[Decision]) {
     if let Some(m) = manager {
-        row.mem_floor_mib = m["mem_floor_mib"].as_f64();
+        if m["memory_policy"] == "balloon" {
+            row.mem_floor_mib = m["mem_floor_mib"].as_f64();
+        }
         if m["memory_policy"] == "threshold" {
             row.mem_high_pct = m["mem_high_pct"].as_f64();
             row.mem_low_pct = m["mem_low_pct"].as_f64();
@@ -286,6 +288,71 @@ impl Write for Lines<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::sample::VcpuSample;
+
+    fn vm(affinities: &[&[u32]]) -> VmSample {
+        VmSample {
+            name: "vm-1".into(),
+            vcpus: affinities
+                .iter()
+                .map(|a| VcpuSample {
+                    cpu_time_ns: 0,
+                    pcpu: a[0],
+                    affinity: a.to_vec(),
+                })
+                .collect(),
+            vcpus_current: affinities.len() as u32,
+            vcpus_max: 2,
+            memory_max_kib: 0,
+            memory_current_kib: 0,
+            balloon: None,
+        }
+    }
+
+    #[test]
+    fn pins_are_written_only_when_some_vcpu_is_pinned() {
+        assert_eq!(pins(&vm(&[&[0, 1], &[0, 1]]), 2), "");
+        assert_eq!(pins(&vm(&[&[1], &[0, 1]]), 2), "0:1;1:0-1");
+    }
+
+    #[test]
+    fn the_manager_adds_its_floor_thresholds_and_this_vms_decisions() {
+        let decision = |vm: &str| Decision {
+            time: String::new(),
+            t_s: 1.0,
+            vm: vm.into(),
+            kind: "memory".into(),
+            before: "512".into(),
+            after: "600".into(),
+            unit: "mib".into(),
+            reason: String::new(),
+            inputs: String::new(),
+        };
+        let mut row = MetricsRow::new(SystemTime::now(), SystemTime::now(), "vm-1");
+        let balloon = serde_json::json!({"memory_policy": "balloon", "mem_floor_mib": 100.0, "mem_high_pct": 80.0});
+        set_manager(
+            &mut row,
+            Some(&balloon),
+            &[decision("vm-1"), decision("vm-2")],
+        );
+        assert_eq!(row.mem_floor_mib, Some(100.0));
+        assert_eq!(
+            row.mem_high_pct, None,
+            "thresholds belong to the threshold policy"
+        );
+        assert_eq!(row.decisions, "memory 512->600 mib");
+        let threshold = serde_json::json!({"memory_policy": "threshold", "mem_high_pct": 80.0, "mem_low_pct": 20.0});
+        set_manager(&mut row, Some(&threshold), &[]);
+        assert_eq!(
+            (row.mem_high_pct, row.mem_low_pct),
+            (Some(80.0), Some(20.0))
+        );
+        assert_eq!(row.decisions, "");
+        let mut row = MetricsRow::new(SystemTime::now(), SystemTime::now(), "vm-1");
+        let off = serde_json::json!({"memory_policy": "off", "mem_floor_mib": 100.0});
+        set_manager(&mut row, Some(&off), &[]);
+        assert_eq!(row.mem_floor_mib, None, "no memory policy, no floor");
+    }
 
     #[test]
     fn lines_are_handed_over_whole() {
