@@ -5,13 +5,12 @@ use anyhow::Result;
 
 use super::bars::Bars;
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
-use super::{Global, connect, exit};
+use super::{Global, exit};
 use crate::bench::matrix::Matrix;
 use crate::bench::results::{create_run_dir, run_id, timestamp};
 use crate::bench::run::{Plan, RunRecord, SourceRecord, bench, summarize};
 use crate::guest::ssh::Guest;
 use crate::hypervisor::Hypervisor;
-use crate::lab::Lab;
 use crate::lab::inventory::select;
 use crate::workload::manifest::Source;
 
@@ -33,16 +32,14 @@ pub struct Args {
 /// Exit 0 when every run gave results, 1 when some VM failed, 130 on Ctrl-C.
 pub fn run(global: &Global, args: Args) -> Result<i32> {
     let matrix = Matrix::parse(&args.matrix)?;
-    let place = global.place()?;
-    let home = global.home()?;
-    let (checked, request) = args.w.check(global, &home)?;
-    let hv = connect(&place.connect)?;
-    let lab = Lab::new(&hv, &home, &place.lab);
+    let opened = args.w.open(global)?;
+    let (home, hv) = (&opened.home, &opened.hv);
+    let lab = opened.lab();
     let vms = select(&lab, &args.w.on)?;
     for vm in &vms {
         matrix.check(vm)?;
     }
-    let ready = ready(checked, &request, &home)?;
+    let ready = ready(opened.checked.clone(), &opened.request, home)?;
     let guests = vms
         .iter()
         .map(|vm| Guest::connect(&lab.ssh_target(vm), Duration::from_secs(10)))
@@ -100,7 +97,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         record,
     };
     let cells = plan.cells.clone();
-    let report = bench(&hv, &hv, plan, &cancel, &|vm, what| {
+    let report = bench(hv, hv, plan, &cancel, &|vm, what| {
         bars.show(vm, what, false)
     })?;
     bars.clear();

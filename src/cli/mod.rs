@@ -147,9 +147,9 @@ struct Global {
 }
 
 /// Which lab, on which libvirt.
-struct Where {
-    lab: String,
-    connect: String,
+pub(crate) struct Where {
+    pub lab: String,
+    pub connect: String,
 }
 
 impl Global {

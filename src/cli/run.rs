@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Result;
 
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
-use super::{Global, connect, exit};
+use super::{Global, exit};
 use crate::bench::results::run_id;
 use crate::guest::ssh::Guest;
 use crate::lab::Lab;
@@ -32,13 +32,10 @@ pub struct Args {
 /// Exits with the worst status of the VMs: 125 if vmlab could not run it
 /// somewhere, else the highest status a guest returned, 130 on Ctrl-C.
 pub fn run(global: &Global, args: Args) -> Result<i32> {
-    let place = global.place()?;
-    let home = global.home()?;
-    let (checked, request) = args.w.check(global, &home)?;
-    let hv = connect(&place.connect)?;
-    let lab = Lab::new(&hv, &home, &place.lab);
+    let opened = args.w.open(global)?;
+    let lab = opened.lab();
     let vms = select(&lab, &args.w.on)?;
-    let ready = ready(checked, &request, &home)?;
+    let ready = ready(opened.checked.clone(), &opened.request, &opened.home)?;
     let program = Program {
         extra: &args.extra,
         ..ready.program()

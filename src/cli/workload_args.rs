@@ -31,7 +31,39 @@ pub struct WorkloadArgs {
     pub source: Option<PathBuf>,
 }
 
+/// What `run` and `bench` open, in the order checks must come: the
+/// workload and its parameters, then the lab and its VMs; nothing is built
+/// yet.
+pub struct Opened {
+    pub place: super::Where,
+    pub home: Home,
+    pub hv: crate::hypervisor::libvirt::Libvirt,
+    pub checked: Checked,
+    pub request: Request,
+}
+
+impl Opened {
+    pub fn lab(&self) -> crate::lab::Lab<'_> {
+        crate::lab::Lab::new(&self.hv, &self.home, &self.place.lab)
+    }
+}
+
 impl WorkloadArgs {
+    /// Checks the workload request, then connects to the lab.
+    pub fn open(&self, global: &Global) -> Result<Opened> {
+        let place = global.place()?;
+        let home = global.home()?;
+        let (checked, request) = self.check(global, &home)?;
+        let hv = super::connect(&place.connect)?;
+        Ok(Opened {
+            place,
+            home,
+            hv,
+            checked,
+            request,
+        })
+    }
+
     /// Finds the workload and checks its parameters (nothing downloaded or built).
     pub fn check(&self, global: &Global, home: &Home) -> Result<(Checked, Request)> {
         let file = global.spec(Default::default())?.given;
