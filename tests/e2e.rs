@@ -45,8 +45,15 @@ fn lab_lifecycle_up_ssh_idempotent_grow_down() {
     let before = lab.status();
     assert!(before.iter().all(|v| v["state"] == "running"));
     let uuids = virsh(&["domuuid", "e2e-1"]);
-    let again = lab.ok(&["up", "2", args[0], args[1]]);
-    assert_eq!(again.matches("already running").count(), 2, "{again}");
+    // -q: the result on stdout, nothing (no stage lines) on stderr.
+    let again = lab.vmlab(&["-q", "up", "2", args[0], args[1]]);
+    assert_eq!((again.code, again.stderr.as_str()), (0, ""));
+    assert_eq!(
+        again.stdout.matches("already running").count(),
+        2,
+        "{}",
+        again.stdout
+    );
     assert_eq!(
         virsh(&["domuuid", "e2e-1"]),
         uuids,

@@ -15,8 +15,10 @@ pub struct Bars {
 }
 
 impl Bars {
-    /// `lines`: print stage lines when stderr is not a terminal.
+    /// `lines`: print stage lines when stderr is not a terminal. Under `-q`
+    /// there are neither lines nor bars.
     pub fn new(lines: bool) -> Self {
+        let lines = lines && super::logging::chatty();
         let multi = (lines && std::io::stderr().is_terminal()).then(MultiProgress::new);
         Self {
             multi,

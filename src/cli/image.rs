@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::logging::say;
 use super::{Global, exit};
 use crate::image::build::{BuildRequest, build};
 use crate::image::fetch::{DEFAULT_ALPINE_VERSION, FetchRequest, fetch};
@@ -64,7 +65,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
                     rootfs,
                     kernel,
                 },
-                &mut |stage| eprintln!("image build: {stage}"),
+                &mut |stage| say!("image build: {stage}"),
             )?;
             println!(
                 "image `{}` built in {:.1} s at {}",

@@ -35,6 +35,22 @@ where
     }
 }
 
+/// Whether status lines go to stderr: everything but `-q`, which keeps
+/// stderr for errors (scripts that capture it see only what went wrong).
+pub fn chatty() -> bool {
+    tracing::level_filters::LevelFilter::current() >= tracing::level_filters::LevelFilter::WARN
+}
+
+/// `eprintln!` for status lines: silent under `-q`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if $crate::cli::logging::chatty() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+pub(crate) use say;
+
 pub fn init(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => Level::ERROR,

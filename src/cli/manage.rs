@@ -3,6 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail};
 
+use super::logging::say;
 use super::workload_args::interrupt_flag;
 use super::{Global, connect, exit};
 use crate::bench::results::run_id;
@@ -89,7 +90,7 @@ pub fn run_cli(global: &Global, args: Args) -> Result<i32> {
     let run_dir = args.results.join(&id);
     let cancel = interrupt_flag()?;
     let uri = place.connect.clone();
-    eprintln!(
+    say!(
         "managing {} every {} s (cpu: {:?}, memory: {:?}{}); decisions in {}",
         match &scope {
             Scope::Lab { lab, .. } => format!("lab `{lab}`"),

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
+use super::logging::say;
 use super::workload_args::interrupt_flag;
 use super::{Global, connect, exit};
 use crate::bench::results::run_id;
@@ -40,7 +41,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     let vms = select(&lab, &args.on)?;
     let _reader = lock::reader(&lab.paths)?;
     let run_dir = run_dir(&args.results, args.run.as_deref())?;
-    eprintln!(
+    say!(
         "monitoring {} every {} s into {}",
         vms.iter()
             .map(|v| v.name.as_str())
@@ -59,9 +60,11 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     let mut table = Table::new();
     let feeds = collect(&hv, &plan, &cancel, &mut |rows| table.show(rows))?;
     for f in feeds {
-        eprintln!(
+        say!(
             "{}: reporter lines {}, restarted {} times",
-            f.vm, f.lines, f.restarts
+            f.vm,
+            f.lines,
+            f.restarts
         );
     }
     println!("metrics in {}", run_dir.join("metrics.csv").display());

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
+use super::logging::say;
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
 use crate::bench::results::run_id;
@@ -101,8 +102,8 @@ fn one_vm(
     if !outcome.files.is_empty() {
         let raw = results.join(id).join("raw").join(&vm.name);
         keep_raw(&raw, &outcome)?;
-        eprintln!("{}: result files in {}", vm.name, raw.display());
+        say!("{}: result files in {}", vm.name, raw.display());
     }
-    eprintln!("{}: {} after {:.1} s", vm.name, outcome.exit, outcome.run_s);
+    say!("{}: {} after {:.1} s", vm.name, outcome.exit, outcome.run_s);
     Ok(exit::of_guest(&outcome.exit))
 }

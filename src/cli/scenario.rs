@@ -3,6 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, anyhow, bail};
 
+use super::logging::say;
 use super::workload_args::interrupt_flag;
 use super::{Global, connect, exit};
 use crate::bench::results::run_id;
@@ -164,7 +165,7 @@ fn real(
         &format!("scenario-{}", scenario.name),
         SystemTime::now(),
     ));
-    eprintln!(
+    say!(
         "playing `{}` ({} s) on {}; manager files in {}",
         scenario.name,
         scenario.duration_s,

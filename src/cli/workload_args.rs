@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Result;
 
 use super::Global;
+use super::logging::say;
 use crate::lab::inventory::On;
 use crate::paths::Home;
 use crate::workload::source::Offered;
@@ -93,7 +94,7 @@ pub fn ready(checked: Checked, request: &Request, home: &Home) -> Result<Ready> 
     let ready = checked.ready(home, &request.offered, &mut |stage| {
         tracing::info!("{}: {stage}", request.name)
     })?;
-    eprintln!(
+    say!(
         "{}: source {:?}, binary {} ({}, {:.1} s)",
         ready.workload.name,
         ready.source.origin,
