@@ -4,7 +4,8 @@
 //! Per-pCPU utilisation each sample = Σ over vCPUs of Δ(vCPU time) / Δt,
 //! booked to the pCPU the vCPU ran on last. A phase (a span in which loads
 //! stay put) is balanced from the first sample after which every sample's
-//! standard deviation stays within the bar until the phase ends.
+//! standard deviation stays within the bar until the phase ends; a lone
+//! sample over the bar with pins unchanged is counted as the host's noise.
 
 use super::snapshot::{CpuUse, Snapshot, std_dev};
 
@@ -161,6 +162,11 @@ impl std::fmt::Display for Figures {
     }
 }
 
+/// Samples closer than this are merged into the next interval: over a few
+/// milliseconds the host's scheduler quantum decides who ran, not the
+/// placement (a stalled sampler takes its next sample at once).
+const MIN_INTERVAL_S: f64 = 0.5;
+
 pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeConfig) -> Report {
     let t0 = snaps.first().map_or(0.0, |s| s.at_s);
     let mut report = Report {
@@ -177,8 +183,14 @@ pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeCo
         vcpu_changes: 0,
     };
     let mut pins_at = Vec::new();
-    for pair in snaps.windows(2) {
-        let [prev, now] = pair else { unreachable!() };
+    let mut prev = match snaps.first() {
+        Some(first) => first,
+        None => return report,
+    };
+    for now in &snaps[1..] {
+        if now.at_s - prev.at_s < MIN_INTERVAL_S {
+            continue;
+        }
         let Some(cpu) = CpuUse::between(prev, now) else {
             continue;
         };
@@ -189,6 +201,7 @@ pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeCo
         let c = changes(prev, now);
         pins_at.push(c);
         report.vcpu_changes += c.resized;
+        prev = now;
     }
     let end_s = report.t_s.last().copied().unwrap_or(0.0);
     for (k, &start_s) in phases_s.iter().enumerate() {
@@ -211,7 +224,15 @@ fn phase(
     end_s: f64,
     cfg: &JudgeConfig,
 ) -> PhaseReport {
-    let bad = idx.iter().rposition(|&i| r.sd_pct[i] > cfg.balance_sd_pct);
+    let over = |k: usize| r.sd_pct[idx[k]] > cfg.balance_sd_pct;
+    let moved = |k: usize| pins_at[idx[k]].repins + pins_at[idx[k]].first_pins > 0;
+    // One sample over the bar between two within it, with no pin changed,
+    // is the host's noise (another process, a late sample), not the
+    // placement: a wrong placement stays wrong until pins change.
+    let noise = |k: usize| {
+        k > 0 && k + 1 < idx.len() && !over(k - 1) && !over(k + 1) && !moved(k) && !moved(k + 1)
+    };
+    let bad = (0..idx.len()).rposition(|k| over(k) && !noise(k));
     let settled_from = match bad {
         None => Some(0),
         Some(b) if b + 1 < idx.len() => Some(b + 1),
@@ -352,6 +373,54 @@ mod tests {
         // Balanced all along, yet two vCPUs moved: re-pins after balance.
         assert_eq!(summary(&r.phases[1]), (Some(0.0), 2, 2));
         assert_eq!(r.phases[1].settled_sd_pct, 0.0);
+    }
+
+    /// vm-a on pCPU 0 and vm-b on pCPU 1, 50 % each, sampled at `times`,
+    /// except that vm-b ran only 20 % in the seconds ending at `slow`.
+    fn steady(times: &[f64], slow: &[f64]) -> Vec<Snapshot> {
+        let mut b_ran_s = 0.0;
+        let mut last_s = 0.0;
+        times
+            .iter()
+            .map(|&t| {
+                let pct = if slow.contains(&t) { 0.2 } else { 0.5 };
+                b_ran_s += (t - last_s) * pct;
+                last_s = t;
+                snapshot(
+                    t,
+                    2,
+                    vec![
+                        vm("vm-a", vec![vcpu(Some(0), 2, t * 0.5)]),
+                        vm("vm-b", vec![vcpu(Some(1), 2, b_ran_s)]),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_noisy_sample_under_unchanged_pins_does_not_unbalance_a_phase() {
+        let times = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let judged =
+            |slow: &[f64]| judge(&steady(&times, slow), &[0.0], 0, &JudgeConfig::default());
+        let r = judged(&[3.0]);
+        assert!(r.sd_pct[2] > 5.0, "{:?}", r.sd_pct);
+        assert_eq!(r.phases[0].balanced_after_s, Some(0.0));
+        // Two in a row are not noise: balanced from the sample after them.
+        assert_eq!(judged(&[3.0, 4.0]).phases[0].balanced_after_s, Some(4.0));
+        // Nor is the last sample: nothing after it says it was a blip.
+        assert_eq!(judged(&[5.0]).phases[0].balanced_after_s, None);
+    }
+
+    #[test]
+    fn a_sample_taken_right_after_another_is_merged_into_the_next_interval() {
+        let r = judge(
+            &steady(&[0.0, 1.0, 1.05, 2.0, 3.0], &[]),
+            &[0.0],
+            0,
+            &JudgeConfig::default(),
+        );
+        assert_eq!(r.t_s, [1.0, 2.0, 3.0]);
     }
 
     #[test]
