@@ -12,13 +12,25 @@ use serde_json::Value;
 
 use common::lab::*;
 
+/// Plays `name` and returns its figures. Its terminal lines, per-second
+/// balance and decisions are printed: a failed assertion shows them.
 fn scenario(lab: &TestLab, name: &str) -> Value {
-    let out = lab.ok(&["scenario", "run", name]);
-    let dir = printed_run_dir(home(), &out);
+    let run = lab.vmlab(&["scenario", "run", name]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let dir = printed_run_dir(home(), &run.stdout);
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("scenario.json")).unwrap()).unwrap();
     let figures = doc["figures"].clone();
-    eprintln!("{name}: {figures}");
+    let sd: Vec<String> = (doc["t_s"].as_array().unwrap().iter())
+        .zip(doc["sd_pct"].as_array().unwrap())
+        .map(|(t, sd)| format!("{:.0}s:{:.1}", t.as_f64().unwrap(), sd.as_f64().unwrap()))
+        .collect();
+    eprintln!(
+        "{}{}\nsd per second: {}\n{name}: {figures}",
+        run.stderr,
+        run.stdout,
+        sd.join(" ")
+    );
     assert!(dir.join("decisions.csv").is_file() && dir.join("manage.csv").is_file());
     figures
 }
