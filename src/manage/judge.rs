@@ -4,8 +4,8 @@
 //! Per-pCPU utilisation each sample = Σ over vCPUs of Δ(vCPU time) / Δt,
 //! booked to the pCPU the vCPU ran on last. A phase (a span in which loads
 //! stay put) is balanced from the first sample after which every sample's
-//! standard deviation stays within the bar until the phase ends; a lone
-//! sample over the bar with pins unchanged is counted as the host's noise.
+//! standard deviation stays within the bar until the phase ends; a short
+//! run over the bar that passes with pins unchanged is the host's noise.
 
 use super::snapshot::{CpuUse, Snapshot, std_dev};
 
@@ -166,6 +166,10 @@ impl std::fmt::Display for Figures {
 /// milliseconds the host's scheduler quantum decides who ran, not the
 /// placement (a stalled sampler takes its next sample at once).
 const MIN_INTERVAL_S: f64 = 0.5;
+/// The longest run over the balance bar, first to last sample, that can be
+/// noise: shorter than the manager's default interval, so no policy could
+/// have answered it.
+const NOISE_MAX_S: f64 = 2.0;
 
 pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeConfig) -> Report {
     let t0 = snaps.first().map_or(0.0, |s| s.at_s);
@@ -224,15 +228,7 @@ fn phase(
     end_s: f64,
     cfg: &JudgeConfig,
 ) -> PhaseReport {
-    let over = |k: usize| r.sd_pct[idx[k]] > cfg.balance_sd_pct;
-    let moved = |k: usize| pins_at[idx[k]].repins + pins_at[idx[k]].first_pins > 0;
-    // One sample over the bar between two within it, with no pin changed,
-    // is the host's noise (another process, a late sample), not the
-    // placement: a wrong placement stays wrong until pins change.
-    let noise = |k: usize| {
-        k > 0 && k + 1 < idx.len() && !over(k - 1) && !over(k + 1) && !moved(k) && !moved(k + 1)
-    };
-    let bad = (0..idx.len()).rposition(|k| over(k) && !noise(k));
+    let bad = last_unbalanced(r, pins_at, idx, cfg);
     let settled_from = match bad {
         None => Some(0),
         Some(b) if b + 1 < idx.len() => Some(b + 1),
@@ -262,6 +258,38 @@ fn phase(
         repins_after_balance: settled_from.map_or(0, |k| repins(if k == 0 { 0 } else { k + 1 })),
         settled_sd_pct: mean(tail),
     }
+}
+
+/// Position in `idx` of the last sample over the bar that is not noise. A
+/// short run of samples over the bar (up to [`NOISE_MAX_S`] seconds) that
+/// ends within the phase with no pin changed is the host's noise (another
+/// process, a late sample), not the placement: a wrong placement stays
+/// wrong until pins change.
+fn last_unbalanced(
+    r: &Report,
+    pins_at: &[Changes],
+    idx: &[usize],
+    cfg: &JudgeConfig,
+) -> Option<usize> {
+    let over = |k: usize| r.sd_pct[idx[k]] > cfg.balance_sd_pct;
+    let moved = |k: usize| pins_at[idx[k]].repins + pins_at[idx[k]].first_pins > 0;
+    let mut k = idx.len();
+    while k > 0 {
+        k -= 1;
+        if !over(k) {
+            continue;
+        }
+        let end = k;
+        while k > 0 && over(k - 1) {
+            k -= 1;
+        }
+        let short = r.t_s[idx[end]] - r.t_s[idx[k]] < NOISE_MAX_S;
+        let noise = k > 0 && end + 1 < idx.len() && short && !(k..=end + 1).any(moved);
+        if !noise {
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// What changed between two samples.
@@ -399,17 +427,27 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_noisy_sample_under_unchanged_pins_does_not_unbalance_a_phase() {
-        let times = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+    fn a_short_noisy_run_under_unchanged_pins_does_not_unbalance_a_phase() {
+        let times = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let judged =
             |slow: &[f64]| judge(&steady(&times, slow), &[0.0], 0, &JudgeConfig::default());
-        let r = judged(&[3.0]);
-        assert!(r.sd_pct[2] > 5.0, "{:?}", r.sd_pct);
+        let r = judged(&[3.0, 4.0]);
+        assert!(r.sd_pct[2] > 5.0 && r.sd_pct[3] > 5.0, "{:?}", r.sd_pct);
         assert_eq!(r.phases[0].balanced_after_s, Some(0.0));
-        // Two in a row are not noise: balanced from the sample after them.
-        assert_eq!(judged(&[3.0, 4.0]).phases[0].balanced_after_s, Some(4.0));
-        // Nor is the last sample: nothing after it says it was a blip.
-        assert_eq!(judged(&[5.0]).phases[0].balanced_after_s, None);
+        // Three in a row are not noise: balanced from the sample after them.
+        assert_eq!(
+            judged(&[3.0, 4.0, 5.0]).phases[0].balanced_after_s,
+            Some(5.0)
+        );
+        // Nor is the end: nothing after it says it passed.
+        assert_eq!(judged(&[6.0]).phases[0].balanced_after_s, None);
+        // Nor a run in which a pin changed: that was the placement.
+        let mut snaps = steady(&times, &[3.0, 4.0]);
+        for s in &mut snaps[4..] {
+            s.vms[0].vcpus[0].affinity = vec![0, 1];
+        }
+        let r = judge(&snaps, &[0.0], 0, &JudgeConfig::default());
+        assert_eq!(r.phases[0].balanced_after_s, Some(4.0));
     }
 
     #[test]

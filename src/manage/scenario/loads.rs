@@ -158,31 +158,6 @@ fn memory_load(trace: &Trace, end_s: f64, scale: f64) -> Option<(f64, Load)> {
     ))
 }
 
-/// The phases as the loads really changed: a phase counts from when the
-/// last of the loads due at its start was running (a start is an SSH round
-/// trip to a guest that may be saturated: seconds late under TCG), never
-/// past the next phase. `started_s[i]` is when `starts[i]` ran, if it did.
-pub fn phases_as_started(
-    phases_s: &[f64],
-    starts: &[Start],
-    started_s: &[Option<f64>],
-) -> Vec<f64> {
-    phases_s
-        .iter()
-        .enumerate()
-        .map(|(k, &at_s)| {
-            let next_s = phases_s.get(k + 1).copied().unwrap_or(f64::INFINITY);
-            starts
-                .iter()
-                .zip(started_s)
-                .filter(|(s, _)| (s.at_s - at_s).abs() < 0.5)
-                .filter_map(|(_, &ran_s)| ran_s)
-                .fold(at_s, f64::max)
-                .min(next_s)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,28 +287,5 @@ mod tests {
                 }
             )
         );
-    }
-
-    #[test]
-    fn a_phase_counts_from_when_its_loads_ran() {
-        let start = |at_s: f64, vm: usize| Start {
-            at_s,
-            vm,
-            load: Load::Cpu {
-                threads: 1,
-                duty_pct: 100,
-                duration_s: 10,
-            },
-        };
-        // Phase 0's loads ran at 2.2 s and 3 s; the load due at 5 s (inside
-        // the phase) does not move it; phase 10's start never passes 20.
-        let starts = [start(0.0, 0), start(0.0, 1), start(5.0, 0), start(10.0, 1)];
-        let started = [Some(2.2), Some(3.0), Some(9.0), Some(25.0)];
-        assert_eq!(
-            phases_as_started(&[0.0, 10.0, 20.0], &starts, &started),
-            [3.0, 20.0, 20.0]
-        );
-        // A load that never started leaves the phase where it was.
-        assert_eq!(phases_as_started(&[0.0], &starts[..1], &[None]), [0.0]);
     }
 }

@@ -27,7 +27,7 @@ use crate::lab::state::VmRecord;
 use crate::units::{CpuSet, Mib};
 use crate::workload::run::stop_detached;
 use crate::workload::{Ready, Request};
-use loads::{Start, phases_as_started, schedule};
+use loads::{Start, schedule};
 
 /// What the runner needs from the lab.
 pub struct Lab<'a> {
@@ -88,7 +88,7 @@ pub fn play(
         duration: Some(Duration::from_secs_f64(scenario.duration_s)),
         run_dir,
     };
-    let (snapshots, started_s) = std::thread::scope(|scope| -> Result<_> {
+    let snapshots = std::thread::scope(|scope| -> Result<_> {
         let manager = scope.spawn(|| {
             run(
                 lab.connect,
@@ -121,8 +121,7 @@ pub fn play(
         floor_unused_mib: config.balloon.floor_unused_mib,
         ..JudgeConfig::default()
     };
-    let phases_s = phases_as_started(&scenario.phases_s, &starts, &started_s);
-    Ok(judge(&snapshots, &phases_s, oom, &cfg))
+    Ok(judge(&snapshots, &scenario.phases_s, oom, &cfg))
 }
 
 /// The lab's VMs may be smaller than the scenario's: sizes scale by their
@@ -180,8 +179,7 @@ fn set_up(lab: &Lab, scenario: &Scenario, scale: f64, pcpus: u32) -> Result<()> 
 
 /// Samples once a second until the end while each VM's loads start on
 /// time, from a thread of its own (a start is an SSH round trip to a busy
-/// guest, seconds under TCG: it must not delay the samples). Returns the
-/// samples and when each start had its load running, in seconds.
+/// guest, seconds under TCG: it must not delay the samples).
 fn observe(
     lab: &Lab,
     names: &[String],
@@ -190,13 +188,12 @@ fn observe(
     duration_s: f64,
     cancel: &AtomicBool,
     say: &(dyn Fn(&str) + Sync),
-) -> Result<(Vec<crate::hypervisor::sample::Snapshot>, Vec<Option<f64>>)> {
+) -> Result<Vec<crate::hypervisor::sample::Snapshot>> {
     let began = Instant::now();
     let failed = std::sync::Mutex::new(Vec::new());
-    let started_s = std::sync::Mutex::new(vec![None; starts.len()]);
     let snapshots = std::thread::scope(|scope| {
         for (vm, guest) in lab.guests.iter().enumerate() {
-            let (failed, started_s, began) = (&failed, &started_s, began);
+            let (failed, began) = (&failed, began);
             scope.spawn(move || {
                 for (i, start) in starts.iter().enumerate().filter(|(_, s)| s.vm == vm) {
                     let due = began + Duration::from_secs_f64(start.at_s);
@@ -213,15 +210,12 @@ fn observe(
                         .program()
                         .start_detached(guest, &format!("scenario-{i}"))
                     {
-                        Ok(_) => {
-                            let at_s = began.elapsed().as_secs_f64();
-                            started_s.lock().unwrap()[i] = Some(at_s);
-                            say(&format!(
-                                "{at_s:>7.1}s {:<10} start  {name} {}",
-                                guest.vm(),
-                                params.join(" ")
-                            ))
-                        }
+                        Ok(_) => say(&format!(
+                            "{:>7.1}s {:<10} start  {name} {}",
+                            began.elapsed().as_secs_f64(),
+                            guest.vm(),
+                            params.join(" ")
+                        )),
                         Err(e) => failed
                             .lock()
                             .unwrap()
@@ -245,7 +239,7 @@ fn observe(
     if !failed.is_empty() {
         bail!("loads did not start: {}", failed.join("; "));
     }
-    Ok((snapshots, started_s.into_inner().unwrap()))
+    Ok(snapshots)
 }
 
 /// OOM kills each guest's kernel has logged so far.
