@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::BufRead;
 use std::path::Path;
 
 use serde_json::Value;
@@ -78,16 +79,24 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(
-        "the first manager to hold its lock",
-        std::time::Duration::from_secs(30),
-        || {
-            let second = lab.vmlab(&["manage", "--once"]);
-            second
-                .stderr
-                .contains("another `vmlab manage` already manages lab `e2e-pin`")
-                .then_some(())
-        },
+    // It says "managing …" once it holds the lock; asking before that
+    // would race it for the lock.
+    let mut said = String::new();
+    let mut lines = std::io::BufReader::new(first.stderr.take().unwrap()).lines();
+    while !said.contains("managing lab `e2e-pin`") {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the first manager ended: {said}"));
+        said += &(line.unwrap() + "\n");
+    }
+    let second = lab.vmlab(&["manage", "--once"]);
+    assert_eq!(second.code, 125, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("another `vmlab manage` already manages lab `e2e-pin`"),
+        "{}",
+        second.stderr
     );
     first.kill().unwrap();
     first.wait().unwrap();
