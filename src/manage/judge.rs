@@ -261,10 +261,10 @@ fn phase(
 }
 
 /// Position in `idx` of the last sample over the bar that is not noise. A
-/// short run of samples over the bar (up to [`NOISE_MAX_S`] seconds) that
-/// ends within the phase with no pin changed is the host's noise (another
-/// process, a late sample), not the placement: a wrong placement stays
-/// wrong until pins change.
+/// short run of samples over the bar (up to [`NOISE_MAX_S`] seconds) after
+/// one within it, with no pin changed, is the host's noise (another
+/// process, a late sample), not the placement: loads are steady within a
+/// phase, and the placement that was balanced is still the same.
 fn last_unbalanced(
     r: &Report,
     pins_at: &[Changes],
@@ -284,7 +284,7 @@ fn last_unbalanced(
             k -= 1;
         }
         let short = r.t_s[idx[end]] - r.t_s[idx[k]] < NOISE_MAX_S;
-        let noise = k > 0 && end + 1 < idx.len() && short && !(k..=end + 1).any(moved);
+        let noise = k > 0 && short && !(k..=(end + 1).min(idx.len() - 1)).any(moved);
         if !noise {
             return Some(end);
         }
@@ -439,8 +439,8 @@ mod tests {
             judged(&[3.0, 4.0, 5.0]).phases[0].balanced_after_s,
             Some(5.0)
         );
-        // Nor is the end: nothing after it says it passed.
-        assert_eq!(judged(&[6.0]).phases[0].balanced_after_s, None);
+        // At the end of the phase too, the placement is the balanced one.
+        assert_eq!(judged(&[6.0]).phases[0].balanced_after_s, Some(0.0));
         // Nor a run in which a pin changed: that was the placement.
         let mut snaps = steady(&times, &[3.0, 4.0]);
         for s in &mut snaps[4..] {
