@@ -109,8 +109,10 @@ fn memory_hog_takes_and_gives_back_guest_memory_and_stop_leaves_nothing() {
 
     // In the foreground, with its report: holds, then releases in steps.
     let out = lab.ok(&["run", "memory_hog", "--ci", "--param", "size_mib=120"]);
+    // A slow guest may still be growing at its first report.
     assert!(
-        out.contains("e2m-1 | t_s=1 round=1 phase=hold held_mib=120"),
+        out.lines()
+            .any(|l| l.starts_with("e2m-1 | ") && l.contains("phase=hold held_mib=120")),
         "{out}"
     );
     assert!(out.contains("phase=release"), "{out}");
@@ -122,12 +124,13 @@ fn memory_hog_takes_and_gives_back_guest_memory_and_stop_leaves_nothing() {
 fn cpu_hog_raises_the_vms_cpu_time_and_ctrl_c_stops_it() {
     let lab = TestLab::new("e2w-cpu");
     lab.ok(&["up", "1", "--prefix", "e2c"]);
-    let idle_start = cpu_time_s("e2c-1");
-    std::thread::sleep(Duration::from_secs(3));
-    let idle = cpu_time_s("e2c-1") - idle_start;
     let busy_start = cpu_time_s("e2c-1");
     let out = lab.ok(&["run", "cpu_hog", "--ci", "--param", "duration_s=3"]);
     let busy = cpu_time_s("e2c-1") - busy_start;
+    // Idle measured after it: right after `up` the balloon is still inflating.
+    let idle_start = cpu_time_s("e2c-1");
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = cpu_time_s("e2c-1") - idle_start;
     assert!(
         out.contains("e2c-1 | total threads=1 duty_pct=100"),
         "{out}"
