@@ -39,6 +39,13 @@ fn scenario(lab: &TestLab, name: &str) -> Value {
     figures
 }
 
+/// Pins vCPU 0 of each of the pin test's VMs to `pcpus`.
+fn pin_every_vcpu0(pcpus: &str) {
+    for vm in ["e2g-1", "e2g-2", "e2g-3", "e2g-4"] {
+        virsh(&["vcpupin", vm, "0", pcpus]);
+    }
+}
+
 fn pins(domain: &str) -> String {
     virsh(&["vcpupin", domain])
 }
@@ -62,9 +69,7 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
     assert!(f["repins"].as_u64().unwrap() >= 1, "nothing was moved: {f}");
 
     // A dry run decides and logs, and changes nothing.
-    for vm in ["e2g-1", "e2g-2", "e2g-3", "e2g-4"] {
-        virsh(&["vcpupin", vm, "0", "0"]);
-    }
+    pin_every_vcpu0("0");
     lab.ok(&["run", "cpu_hog", "--detach", "--param", "duration_s=60"]);
     let before: Vec<String> = ["e2g-1", "e2g-2"].map(pins).to_vec();
     let out = lab.ok(&["manage", "--once", "--dry-run", "--memory-policy", "off"]);
@@ -104,9 +109,7 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
     first.kill().unwrap();
     first.wait().unwrap();
     // Four busy guests on one pCPU answer SSH slowly: spread them first.
-    for vm in ["e2g-1", "e2g-2", "e2g-3", "e2g-4"] {
-        virsh(&["vcpupin", vm, "0", "0-1"]);
-    }
+    pin_every_vcpu0("0-1");
     lab.ok(&["stop", "cpu_hog"]);
 }
 

@@ -5,7 +5,8 @@
 //! booked to the pCPU the vCPU ran on last. A phase (a span in which loads
 //! stay put) is balanced from the first sample after which every sample's
 //! standard deviation stays within the bar until the phase ends; a short
-//! run over the bar that passes with pins unchanged is the host's noise.
+//! run over the bar after a balanced sample, with pins unchanged, is the
+//! host's noise.
 
 use super::snapshot::{CpuUse, Snapshot, std_dev};
 
@@ -187,14 +188,7 @@ pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeCo
         vcpu_changes: 0,
     };
     let mut pins_at = Vec::new();
-    let mut prev = match snaps.first() {
-        Some(first) => first,
-        None => return report,
-    };
-    for now in &snaps[1..] {
-        if now.at_s - prev.at_s < MIN_INTERVAL_S {
-            continue;
-        }
+    for (prev, now) in intervals(snaps) {
         let Some(cpu) = CpuUse::between(prev, now) else {
             continue;
         };
@@ -205,7 +199,6 @@ pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeCo
         let c = changes(prev, now);
         pins_at.push(c);
         report.vcpu_changes += c.resized;
-        prev = now;
     }
     let end_s = report.t_s.last().copied().unwrap_or(0.0);
     for (k, &start_s) in phases_s.iter().enumerate() {
@@ -218,6 +211,22 @@ pub fn judge(snaps: &[Snapshot], phases_s: &[f64], oom_kills: u32, cfg: &JudgeCo
             .push(phase(&report, &pins_at, &idx, start_s, stop_s, cfg));
     }
     report
+}
+
+/// The pairs of samples to measure between: consecutive ones, except that
+/// a sample closer than [`MIN_INTERVAL_S`] to the last one kept is skipped.
+fn intervals(snaps: &[Snapshot]) -> Vec<(&Snapshot, &Snapshot)> {
+    let mut pairs = Vec::new();
+    let Some((mut prev, rest)) = snaps.split_first() else {
+        return pairs;
+    };
+    for now in rest {
+        if now.at_s - prev.at_s >= MIN_INTERVAL_S {
+            pairs.push((prev, now));
+            prev = now;
+        }
+    }
+    pairs
 }
 
 fn phase(
