@@ -16,6 +16,7 @@ pub mod manage;
 pub mod metrics;
 pub mod paths;
 pub mod plot;
+pub mod rundir;
 #[cfg(test)]
 mod testutil;
 pub mod units;

@@ -12,6 +12,8 @@
 //! labs/<lab>/state.json           lab state: a cache of what libvirt's marks say
 //! labs/<lab>/lock                 held by `up`/`down` (exclusive)
 //! labs/<lab>/use.lock             held by long-running readers (shared)
+//! labs/<lab>/manage.lock          held by the lab's one manager (exclusive)
+//! managers/<domain>.lock          held by the one manager of a foreign domain
 //! labs/<lab>/id_ed25519[.pub]     the lab's SSH key (0600)
 //! labs/<lab>/vms/<vm>/            overlay.qcow2, seed.iso, console.log, host_key, domain.xml
 //! ```
@@ -103,6 +105,13 @@ impl Home {
         self.root.join("cache").join("index.json")
     }
 
+    /// The one-manager lock of a domain no lab of this home owns (`manage
+    /// --domains`), by its name: unique on a connection, and checked by
+    /// `config::check_name` before it gets here.
+    pub fn domain_manager_lock(&self, domain: &str) -> PathBuf {
+        self.root.join("managers").join(format!("{domain}.lock"))
+    }
+
     pub fn lab(&self, lab: &str) -> LabPaths {
         LabPaths {
             dir: self.root.join("labs").join(lab),
@@ -127,6 +136,10 @@ impl LabPaths {
 
     pub fn use_lock(&self) -> PathBuf {
         self.dir.join("use.lock")
+    }
+
+    pub fn manage_lock(&self) -> PathBuf {
+        self.dir.join("manage.lock")
     }
 
     pub fn ssh_key(&self) -> PathBuf {

@@ -1,5 +1,6 @@
 //! Sizes as users write them (`512M`, `2G`, `1536MiB`) and as libvirt wants
-//! them (KiB), and pCPU sets as libvirt writes them (`0-3,6`).
+//! them (KiB), pCPU sets as libvirt writes them (`0-3,6`), and the bounds of
+//! a loop's interval.
 
 use std::fmt;
 use std::str::FromStr;
@@ -163,9 +164,51 @@ impl FromStr for CpuSet {
     }
 }
 
+/// Seconds between rounds of a long-running loop (`manage`, `monitor`,
+/// `dashboard`): balloon stats and the course's monitor tick once a second,
+/// and an hour is the longest round that still watches anything.
+pub const INTERVAL_S: std::ops::RangeInclusive<f64> = 1.0..=3600.0;
+
+/// `--interval SECONDS` as a number within [`INTERVAL_S`].
+pub fn parse_interval_s(text: &str) -> std::result::Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds; e.g. 2"))?;
+    check_interval_s(seconds).map_err(|e| e.to_string())?;
+    Ok(seconds)
+}
+
+/// Refuses an interval outside [`INTERVAL_S`] (NaN and infinities included).
+pub fn check_interval_s(seconds: f64) -> Result<()> {
+    if !INTERVAL_S.contains(&seconds) {
+        bail!(
+            "an interval of {seconds} s is out of range; it must be between {} and {} seconds",
+            INTERVAL_S.start(),
+            INTERVAL_S.end()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_are_finite_and_bounded() {
+        assert_eq!(parse_interval_s("2"), Ok(2.0));
+        assert_eq!(parse_interval_s("1.5"), Ok(1.5));
+        assert_eq!(parse_interval_s("3600"), Ok(3600.0));
+        for bad in ["inf", "1e20", "1e-9", "0", "-2", "NaN", "0.5", "3601"] {
+            let err = parse_interval_s(bad).unwrap_err();
+            assert!(err.contains("between 1 and 3600 seconds"), "{bad}: {err}");
+        }
+        assert!(
+            parse_interval_s("two")
+                .unwrap_err()
+                .contains("not a number")
+        );
+    }
 
     fn mib(text: &str) -> Result<u64> {
         text.parse::<Mib>().map(|m| m.0)

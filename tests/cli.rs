@@ -79,6 +79,37 @@ fn bad_sizes_and_names_are_one_line_errors() {
 }
 
 #[test]
+fn manager_intervals_are_finite_and_at_least_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    for bad in ["inf", "1e20", "1e-9", "0", "NaN"] {
+        let err = stderr_of(vmlab(&home).args(["manage", "--interval", bad]), 2);
+        assert!(
+            err.starts_with(&format!(
+                "error: invalid value '{bad}' for '--interval <SECONDS>': an interval of "
+            )) && err.contains("s is out of range; it must be between 1 and 3600 seconds\n"),
+            "{bad}: {err}"
+        );
+        let err = stderr_of(
+            vmlab(&home).args(["scenario", "run", "idle", "--sim", "--interval", bad]),
+            2,
+        );
+        assert!(err.contains("between 1 and 3600 seconds"), "{bad}: {err}");
+    }
+    let config = dir.path().join("vmlab.toml");
+    std::fs::write(&config, "[manage]\ninterval_s = 1e20\n").unwrap();
+    let err = stderr_of(
+        vmlab(&home).arg("--config").arg(&config).args(["manage"]),
+        125,
+    );
+    assert_eq!(
+        err,
+        "error: manage `interval_s` (or --interval): an interval of 100000000000000000000 s is out of range; it must be between 1 and 3600 seconds\n"
+    );
+    assert!(!home.exists() && !dir.path().join("results").exists());
+}
+
+#[test]
 fn stopped_libvirt_says_how_to_start_it() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");

@@ -102,7 +102,7 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
     assert!(
         second
             .stderr
-            .contains("another `vmlab manage` already manages lab `e2e-pin`"),
+            .contains("already manages lab `e2e-pin`; stop it first"),
         "{}",
         second.stderr
     );

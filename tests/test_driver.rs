@@ -26,10 +26,7 @@ struct Fixture {
 /// A node with `memory_mib` of RAM and one running foreign domain per name.
 fn fixture(memory_mib: u64, foreign: &[&str]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let domains: String = foreign
-        .iter()
-        .map(|n| format!("<domain type='test'><name>{n}</name><memory>262144</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>"))
-        .collect();
+    let domains: String = foreign.iter().map(|n| foreign_domain(n)).collect();
     let node = format!(
         "<node><cpu><mhz>2000</mhz><model>i686</model><active>2</active><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads></cpu><memory>{}</memory>{domains}</node>",
         memory_mib * 1024
@@ -40,6 +37,13 @@ fn fixture(memory_mib: u64, foreign: &[&str]) -> Fixture {
     install_tiny_image(&home, "64M");
     let hv = Libvirt::connect(&format!("test://{}", node_path.display())).unwrap();
     Fixture { dir, home, hv }
+}
+
+/// A running domain vmlab did not make.
+fn foreign_domain(name: &str) -> String {
+    format!(
+        "<domain type='test'><name>{name}</name><memory>262144</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+    )
 }
 
 /// A new version of the image `tiny` (a blank qcow2 of `size`).
@@ -748,4 +752,233 @@ fn decisions_are_applied_through_libvirt_and_dry_runs_change_nothing() {
         "test",
     );
     assert!(matches!(apply(&f.hv, &too_many, false), Applied::Failed(_)));
+}
+
+/// The lab `f` holds, as a node file a `vmlab` process can open: test:///
+/// keeps its state per connection, so the lab's domains (with their marks)
+/// are written into the node file, where they start running.
+fn node_with_lab(f: &Fixture, lab: &Lab, foreign: &[&str]) -> String {
+    let mut domains: String = foreign.iter().map(|n| foreign_domain(n)).collect();
+    for vm in LabState::load(&lab.paths).unwrap().vms {
+        domains += &std::fs::read_to_string(lab.paths.vm(&vm.name).domain_xml()).unwrap();
+    }
+    let node = format!(
+        "<node><cpu><mhz>2000</mhz><model>i686</model><active>2</active><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads></cpu><memory>8388608</memory>{domains}</node>"
+    );
+    let path = f.dir.path().join("lab-node.xml");
+    std::fs::write(&path, node).unwrap();
+    format!("test://{}", path.display())
+}
+
+/// `vmlab` on the fixture's home and `connect`.
+fn vmlab(f: &Fixture, connect: &str) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("vmlab").unwrap();
+    cmd.env("VMLAB_HOME", f.home.root())
+        .env("VMLAB_CONNECT", connect)
+        .env_remove("VMLAB_LAB")
+        .env_remove("VMLAB_CONFIG")
+        .current_dir(f.dir.path());
+    cmd
+}
+
+/// Output of a finished `vmlab` process: exit code, stdout, stderr.
+fn outcome(out: std::process::Output) -> (Option<i32>, String, String) {
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Starts `vmlab ARGS` and returns once its stderr says `ready` (it holds
+/// its locks by then).
+fn spawn_until(f: &Fixture, connect: &str, args: &[&str], ready: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmlab"))
+        .env("VMLAB_HOME", f.home.root())
+        .env("VMLAB_CONNECT", connect)
+        .env_remove("VMLAB_LAB")
+        .env_remove("VMLAB_CONFIG")
+        .current_dir(f.dir.path())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    while !said.contains(ready) {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("`vmlab {args:?}` ended: {said}"));
+        said += &(line.unwrap() + "\n");
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+#[test]
+fn a_run_is_never_truncated_and_runs_in_the_same_second_get_their_own() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 2, Settings::default());
+    let uri = node_with_lab(&f, &lab, &[]);
+    let mine = f.dir.path().join("results/mine");
+    let (code, _, err) = outcome(
+        vmlab(&f, &uri)
+            .args(["manage", "--once", "--interval", "1", "--run", "mine"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let files = ["decisions.csv", "manage.csv", "manage.json"];
+    let before: Vec<Vec<u8>> = files.map(|n| std::fs::read(mine.join(n)).unwrap()).to_vec();
+    assert!(before[1].len() > 100, "manage.csv has samples");
+    let (code, _, err) = outcome(
+        vmlab(&f, &uri)
+            .args(["manage", "--once", "--interval", "1", "--run", "mine"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.starts_with("error: run `mine` already has decisions.csv ("),
+        "{err}"
+    );
+    let after: Vec<Vec<u8>> = files.map(|n| std::fs::read(mine.join(n)).unwrap()).to_vec();
+    assert_eq!(before, after, "an existing run was changed");
+
+    // Two monitors started together: each gets a run of its own.
+    let monitor = || {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmlab"));
+        cmd.env("VMLAB_HOME", f.home.root())
+            .env("VMLAB_CONNECT", &uri)
+            .current_dir(f.dir.path())
+            .args(["-q", "monitor", "--duration", "1s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let (mut a, mut b) = (monitor(), monitor());
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let runs: Vec<String> = tree(&f.dir.path().join("results"))
+        .into_iter()
+        .filter(|r| r.contains("-monitor"))
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for run in runs {
+        let csv = f.dir.path().join("results").join(run).join("metrics.csv");
+        let text = std::fs::read_to_string(csv).unwrap();
+        assert!(text.starts_with("time,t_s,vm"), "{text}");
+    }
+}
+
+#[test]
+fn one_manager_per_vm_known_domains_only_and_no_empty_lab() {
+    let f = fixture(8192, &["foreign"]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 2, Settings::default());
+    let uri = node_with_lab(&f, &lab, &["foreign"]);
+    let once = |args: &[&str]| {
+        let mut all = vec!["manage", "--once", "--interval", "1"];
+        all.extend(args);
+        outcome(vmlab(&f, &uri).args(&all).output().unwrap())
+    };
+    let (code, _, err) = once(&["--domains", "vm-1,nope"]);
+    assert_eq!(code, Some(125));
+    assert_eq!(
+        err,
+        "error: no domain `nope` on this connection; `virsh list --all` lists them\n"
+    );
+    let (code, _, err) = once(&["--domains", "foreign"]);
+    assert_eq!(code, Some(0), "a foreign domain named explicitly: {err}");
+
+    let (code, _, err) = outcome(
+        vmlab(&f, &uri)
+            .args(["--lab", "empty", "manage", "--once"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, Some(125));
+    assert!(err.starts_with("error: lab `empty` has no VMs;"), "{err}");
+    assert!(
+        !f.home.lab("empty").dir.exists(),
+        "the empty lab was created"
+    );
+
+    // A lab manager holds the lab's VMs, by any name.
+    let mut first = spawn_until(&f, &uri, &["manage", "--duration", "60s"], "managing lab");
+    let (code, _, err) = once(&["--domains", "vm-2"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains("already manages lab `default`; stop it first"),
+        "{err}"
+    );
+    let (code, _, err) = once(&["--domains", "foreign"]);
+    assert_eq!(code, Some(0), "another domain is free: {err}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // A foreign domain has one manager too.
+    let mut first = spawn_until(
+        &f,
+        &uri,
+        &["manage", "--domains", "foreign", "--duration", "60s"],
+        "managing foreign",
+    );
+    let (code, _, err) = once(&["--domains", "foreign"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("already manages domain `foreign`"), "{err}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
+fn a_stop_signal_while_a_source_is_read_leaves_no_partial_file() {
+    use std::io::Write;
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 1, Settings::default());
+    let uri = node_with_lab(&f, &lab, &[]);
+    let fifo = f.dir.path().join("source.tar.gz");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmlab"))
+        .env("VMLAB_HOME", f.home.root())
+        .env("VMLAB_CONNECT", &uri)
+        .env_remove("VMLAB_SOURCES")
+        .current_dir(f.dir.path())
+        .args(["bench", "stream", "--ci", "--source"])
+        .arg(&fifo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let cache = f.home.root().join("cache/sha256");
+    let partials = || -> Vec<String> {
+        tree(&cache)
+            .into_iter()
+            .filter(|n| n.starts_with(".partial-"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while partials().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no partial file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a plain kill(2) of the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // The reader is blocked in read(2): more data lets it see the signal.
+    let _ = writer.write_all(&vec![0u8; 1 << 16]);
+    let (code, _, err) = outcome(child.wait_with_output().unwrap());
+    drop(writer);
+    assert_eq!(code, Some(143), "{err}");
+    assert!(err.contains("interrupted while reading"), "{err}");
+    assert!(partials().is_empty(), "{:?}", partials());
 }

@@ -21,6 +21,7 @@ use crate::guest::ssh::Guest;
 use crate::host::facts::HostFacts;
 use crate::hypervisor::{Actuator, Hypervisor, Versions};
 use crate::lab::state::VmRecord;
+use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
 use crate::workload::Ready;
 use crate::workload::run::{GUEST_ROOT, Outcome, keep_raw};
 use crate::workload::source::Origin;
@@ -137,9 +138,7 @@ pub fn bench(
     cancel: &AtomicBool,
     progress: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<Report> {
-    let csv_path = plan.run_dir.join("bench.csv");
-    let file = std::fs::File::create(&csv_path)
-        .with_context(|| format!("creating {}", csv_path.display()))?;
+    let file = rundir::create_new(&plan.run_dir.join(BENCH_CSV), &plan.record.run_id)?;
     let csv = Mutex::new(csv::Writer::from_writer(file));
     let rows = Mutex::new(Vec::new());
     let failures = Mutex::new(Vec::new());
@@ -428,7 +427,7 @@ impl One<'_> {
 /// `raw/c<cell>/<vm>/r<repeat>/`.
 pub fn raw_dir(run_dir: &Path, cell: usize, vm: &str, repeat: u32) -> PathBuf {
     run_dir
-        .join("raw")
+        .join(RAW_DIR)
         .join(format!("c{cell}"))
         .join(vm)
         .join(format!("r{repeat}"))
@@ -436,7 +435,7 @@ pub fn raw_dir(run_dir: &Path, cell: usize, vm: &str, repeat: u32) -> PathBuf {
 
 fn save_record(run_dir: &Path, record: &RunRecord) -> Result<()> {
     write_atomic(
-        &run_dir.join("run.json"),
+        &run_dir.join(RUN_JSON),
         (serde_json::to_string_pretty(record)? + "\n").as_bytes(),
     )
 }

@@ -7,11 +7,13 @@ use super::bars::Bars;
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
 use crate::bench::matrix::Matrix;
-use crate::bench::results::{create_run_dir, run_id, timestamp};
+use crate::bench::results::timestamp;
 use crate::bench::run::{Plan, RunRecord, SourceRecord, bench, summarize};
 use crate::guest::ssh::Guest;
 use crate::hypervisor::Hypervisor;
 use crate::lab::inventory::select;
+use crate::lab::lock;
+use crate::rundir::RunDir;
 use crate::workload::manifest::Source;
 
 #[derive(clap::Args, Debug)]
@@ -31,11 +33,13 @@ pub struct Args {
 
 /// Exit 0 when every run gave results, 1 when some VM failed, 130 on Ctrl-C.
 pub fn run(global: &Global, args: Args) -> Result<i32> {
+    let cancel = interrupt_flag()?;
     let matrix = Matrix::parse(&args.matrix)?;
     let opened = args.w.open(global)?;
     let (home, hv) = (&opened.home, &opened.hv);
     let lab = opened.lab();
     let vms = select(&lab, &args.w.on)?;
+    let _reader = lock::reader(&lab.paths)?;
     for vm in &vms {
         matrix.check(vm)?;
     }
@@ -50,14 +54,13 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         .map(|vm| Ok((vm.name.clone(), hv.resources(&vm.name)?.domain_type)))
         .collect::<Result<Vec<_>>>()?;
     let now = SystemTime::now();
-    let id = run_id(&ready.workload.name, now);
     let (url, sha256) = match &ready.workload.source {
         Source::Upstream { url, sha256, .. } => (Some(url.clone()), Some(sha256.clone())),
         Source::Files(_) => (None, None),
     };
     let record = RunRecord {
         schema: 1,
-        run_id: id.clone(),
+        run_id: String::new(),
         started: timestamp(now),
         finished: None,
         interrupted: false,
@@ -84,8 +87,12 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         runs: Vec::new(),
     };
     // Every check passed: only now does the run get a directory.
-    let run_dir = create_run_dir(&args.results, &id)?;
-    let cancel = interrupt_flag()?;
+    let run = RunDir::create(&args.results, &ready.workload.name, now)?;
+    let record = RunRecord {
+        run_id: run.id.clone(),
+        ..record
+    };
+    let run_dir = run.path;
     let bars = Bars::new(true);
     let plan = Plan {
         ready: &ready,
@@ -127,7 +134,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     }
     println!("results in {}", run_dir.display());
     Ok(if report.interrupted {
-        exit::INTERRUPTED
+        exit::interrupted()
     } else if report.failures.is_empty() {
         exit::SUCCESS
     } else {

@@ -1,16 +1,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::{Result, bail};
 
-use super::monitor::{collect_in_background, run_dir};
+use super::monitor::collect_in_background;
 use super::{Global, connect, exit};
 use crate::dashboard::{Dashboard, Mode};
 use crate::lab::inventory::{On, select};
 use crate::lab::{Lab, lock};
 use crate::metrics::collect::Plan;
+use crate::rundir::RunDir;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -43,9 +43,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             args.bind
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let stop = super::workload_args::interrupt_flag()?;
     let mode = if args.replay {
         if !(args.speed > 0.0 && args.speed.is_finite()) {
             bail!("--speed {} must be above 0", args.speed);
@@ -55,7 +53,8 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         Mode::Live
     };
     if let Some(id) = &args.run {
-        let dir = run_dir(&args.results, Some(id))?;
+        crate::config::check_name("run id", id)?;
+        let dir = args.results.join(id);
         let dashboard = Dashboard::bind(args.bind, &dir, mode, &place.lab)?;
         announce(&dashboard, &dir);
         dashboard.run(&stop)?;
@@ -67,8 +66,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     let lab = Lab::new(&hv, &home, &place.lab);
     let vms = select(&lab, &On::All)?;
     let _reader = lock::reader(&lab.paths)?;
-    let dir = run_dir(&args.results, None)?;
-    std::fs::create_dir_all(&dir)?;
+    let dir = RunDir::create(&args.results, "monitor", std::time::SystemTime::now())?.path;
     let dashboard = Dashboard::bind(args.bind, &dir, Mode::Live, &place.lab)?;
     announce(&dashboard, &dir);
     let plan = Plan {

@@ -14,8 +14,11 @@ pub const USAGE: i32 = 2;
 /// vmlab could not do what was asked: libvirt unreachable, unknown VM,
 /// refused `up`, SSH failure, …
 pub const VMLAB_FAILED: i32 = 125;
-/// Stopped by Ctrl-C (after stopping what it ran in the guests).
-pub const INTERRUPTED: i32 = 130;
+/// Stopped by a signal (after stopping what it ran in the guests): 130
+/// for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP.
+pub fn interrupted() -> i32 {
+    crate::host::signals::exit_code()
+}
 /// The guest command was killed by a signal.
 pub const KILLED_BY_SIGNAL: i32 = 255;
 

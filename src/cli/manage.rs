@@ -1,21 +1,22 @@
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::logging::say;
 use super::workload_args::interrupt_flag;
 use super::{Global, connect, exit};
-use crate::bench::results::run_id;
-use crate::files::FileLock;
-use crate::lab::lock;
+use crate::lab::inventory::{On, select};
+use crate::lab::{Lab, lock};
 use crate::manage::policy::{CpuPolicy, MemoryPolicy};
-use crate::manage::run::{Options, Scope, run};
+use crate::manage::run::{MANAGE_FILES, Options, Scope, run as run_loop};
+use crate::rundir::{DECISIONS_CSV, RunDir};
+use crate::units::parse_interval_s;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Seconds between rounds [default: 2, or `interval_s` under [manage] in vmlab.toml]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval_s)]
     interval: Option<f64>,
     /// vCPU policy [default: pin]
     #[arg(long, value_enum)]
@@ -64,34 +65,27 @@ pub fn run_cli(global: &Global, args: Args) -> Result<i32> {
     }
     let place = global.place()?;
     let home = global.home()?;
-    // One manager per lab; a reader that never blocks `up`/`down`.
-    let (_reader, _manager, scope) = if args.domains.is_empty() {
-        let paths = home.lab(&place.lab);
-        let reader = lock::reader(&paths)?;
-        let Some(manager) = FileLock::try_exclusive(&paths.dir.join("manage.lock"))? else {
-            bail!(
-                "another `vmlab manage` already manages lab `{}`; stop it first (Ctrl-C)",
-                place.lab
-            );
-        };
+    let hv = connect(&place.connect)?;
+    // One manager per domain; readers never block `up`/`down`.
+    let (_claim, scope) = if args.domains.is_empty() {
+        let lab = Lab::new(&hv, &home, &place.lab);
+        select(&lab, &On::All)?;
+        let claim = lock::claim_lab(&lab)?;
         let scope = Scope::Lab {
             home: home.clone(),
             lab: place.lab.clone(),
         };
-        (Some(reader), Some(manager), scope)
+        (claim, scope)
     } else {
-        (None, None, Scope::Named(args.domains.clone()))
+        let claim = lock::claim_domains(&hv, &home, &args.domains)?;
+        (claim, Scope::Named(args.domains.clone()))
     };
-    let id = args
-        .run
-        .clone()
-        .unwrap_or_else(|| run_id("manage", SystemTime::now()));
-    crate::config::check_name("run id", &id)?;
-    let run_dir = args.results.join(&id);
+    let run = RunDir::named_or_new(&args.results, args.run.as_deref(), "manage")?;
+    run.check_free(&MANAGE_FILES)?;
     let cancel = interrupt_flag()?;
     let uri = place.connect.clone();
     say!(
-        "managing {} every {} s (cpu: {:?}, memory: {:?}{}); decisions in {}",
+        "managing {} every {} s (cpu: {}, memory: {}{}); decisions in {}",
         match &scope {
             Scope::Lab { lab, .. } => format!("lab `{lab}`"),
             Scope::Named(names) => names.join(", "),
@@ -100,9 +94,9 @@ pub fn run_cli(global: &Global, args: Args) -> Result<i32> {
         config.cpu,
         config.memory,
         if args.dry_run { ", dry run" } else { "" },
-        run_dir.join("decisions.csv").display()
+        run.file(DECISIONS_CSV).display()
     );
-    let summary = run(
+    let summary = run_loop(
         &|| connect(&uri),
         &scope,
         &Options {
@@ -110,7 +104,7 @@ pub fn run_cli(global: &Global, args: Args) -> Result<i32> {
             dry_run: args.dry_run,
             once: args.once,
             duration: args.duration,
-            run_dir: run_dir.clone(),
+            run,
         },
         &cancel,
         &|line| println!("{line}"),

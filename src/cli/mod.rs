@@ -112,7 +112,12 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit::VMLAB_FAILED
+            // What failed because it was stopped exits as stopped.
+            if crate::host::signals::stopping() {
+                exit::interrupted()
+            } else {
+                exit::VMLAB_FAILED
+            }
         }
     }
 }

@@ -1,18 +1,18 @@
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Result;
 
 use super::logging::say;
 use super::workload_args::interrupt_flag;
 use super::{Global, connect, exit};
-use crate::bench::results::run_id;
 use crate::lab::inventory::{On, select};
 use crate::lab::{Lab, lock};
 use crate::metrics::collect::{Plan, collect};
 use crate::metrics::row::MetricsRow;
+use crate::rundir::{METRICS_CSV, RunDir};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -40,7 +40,9 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     let lab = Lab::new(&hv, &home, &place.lab);
     let vms = select(&lab, &args.on)?;
     let _reader = lock::reader(&lab.paths)?;
-    let run_dir = run_dir(&args.results, args.run.as_deref())?;
+    let run = RunDir::named_or_new(&args.results, args.run.as_deref(), "monitor")?;
+    run.check_free(&[METRICS_CSV])?;
+    let run_dir = run.path;
     say!(
         "monitoring {} every {} s into {}",
         vms.iter()
@@ -48,7 +50,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(", "),
         args.interval,
-        run_dir.join("metrics.csv").display()
+        run_dir.join(METRICS_CSV).display()
     );
     let plan = Plan {
         targets: vms.iter().map(|vm| lab.ssh_target(vm)).collect(),
@@ -67,15 +69,8 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             f.restarts
         );
     }
-    println!("metrics in {}", run_dir.join("metrics.csv").display());
+    println!("metrics in {}", run_dir.join(METRICS_CSV).display());
     Ok(exit::SUCCESS)
-}
-
-/// `results/ID` (made if missing), or a new run id.
-pub fn run_dir(results: &Path, run: Option<&str>) -> Result<PathBuf> {
-    let id = run.map_or_else(|| run_id("monitor", SystemTime::now()), str::to_string);
-    crate::config::check_name("run id", &id)?;
-    Ok(results.join(id))
 }
 
 /// The latest sample of each VM; redrawn in place on a terminal.

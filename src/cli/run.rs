@@ -7,11 +7,11 @@ use anyhow::Result;
 use super::logging::say;
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
-use crate::bench::results::run_id;
 use crate::guest::ssh::Guest;
-use crate::lab::Lab;
 use crate::lab::inventory::select;
 use crate::lab::state::VmRecord;
+use crate::lab::{Lab, lock};
+use crate::rundir::{RAW_DIR, RunDir};
 use crate::workload::Ready;
 use crate::workload::run::{GUEST_ROOT, Prefixed, Program, keep_raw};
 
@@ -33,16 +33,20 @@ pub struct Args {
 /// Exits with the worst status of the VMs: 125 if vmlab could not run it
 /// somewhere, else the highest status a guest returned, 130 on Ctrl-C.
 pub fn run(global: &Global, args: Args) -> Result<i32> {
+    let cancel = interrupt_flag()?;
     let opened = args.w.open(global)?;
     let lab = opened.lab();
     let vms = select(&lab, &args.w.on)?;
+    let _reader = lock::reader(&lab.paths)?;
     let ready = ready(opened.checked.clone(), &opened.request, &opened.home)?;
     let program = Program {
         extra: &args.extra,
         ..ready.program()
     };
-    let id = run_id(&ready.workload.name, SystemTime::now());
-    let cancel = interrupt_flag()?;
+    // The run's id names its directories in the guests and under results/;
+    // the host one stays only if some VM left files in it.
+    let run = RunDir::create(&args.results, &ready.workload.name, SystemTime::now())?;
+    let id = run.id.clone();
     let codes: Vec<i32> = std::thread::scope(|scope| {
         let handles: Vec<_> = vms
             .iter()
@@ -63,9 +67,10 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             .map(|h| h.join().expect("a VM's thread panicked"))
             .collect()
     });
+    let _ = std::fs::remove_dir(&run.path);
     if cancel.load(Ordering::SeqCst) {
         eprintln!("interrupted: the program was stopped in every VM");
-        return Ok(exit::INTERRUPTED);
+        return Ok(exit::interrupted());
     }
     Ok(codes.into_iter().max().unwrap_or(exit::SUCCESS))
 }
@@ -100,7 +105,7 @@ fn one_vm(
         Some(cancel),
     )?;
     if !outcome.files.is_empty() {
-        let raw = results.join(id).join("raw").join(&vm.name);
+        let raw = results.join(id).join(RAW_DIR).join(&vm.name);
         keep_raw(&raw, &outcome)?;
         say!("{}: result files in {}", vm.name, raw.display());
     }

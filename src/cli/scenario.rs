@@ -6,7 +6,6 @@ use anyhow::{Result, anyhow, bail};
 use super::logging::say;
 use super::workload_args::interrupt_flag;
 use super::{Global, connect, exit};
-use crate::bench::results::run_id;
 use crate::guest::ssh::Guest;
 use crate::hypervisor::Hypervisor;
 use crate::lab::Lab;
@@ -16,6 +15,7 @@ use crate::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy};
 use crate::manage::scenario::{self, Play, play};
 use crate::manage::sim;
 use crate::manage::sim::scenario::{Scale, Scenario, library};
+use crate::rundir::{RunDir, SCENARIO_JSON};
 use crate::workload::source::Offered;
 use crate::workload::{Preset, Request, check};
 
@@ -40,7 +40,7 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     memory_policy: Option<MemoryPolicy>,
     /// Seconds between the manager's rounds [default: 2]
-    #[arg(long)]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::units::parse_interval_s)]
     interval: Option<f64>,
     /// Where the run's files go: DIR/<run-id>/
     #[arg(long, default_value = "results")]
@@ -135,15 +135,7 @@ fn real(
     config: &ManageConfig,
     results: &std::path::Path,
 ) -> Result<crate::manage::judge::Report> {
-    let paths = home.lab(&lab.name);
-    let _reader = crate::lab::lock::reader(&paths)?;
-    let Some(_manager) = crate::files::FileLock::try_exclusive(&paths.dir.join("manage.lock"))?
-    else {
-        bail!(
-            "`vmlab manage` runs on lab `{}`; stop it first (Ctrl-C)",
-            lab.name
-        );
-    };
+    let _claim = crate::lab::lock::claim_lab(lab)?;
     let guests = vms
         .iter()
         .map(|vm| Guest::connect(&lab.ssh_target(vm), Duration::from_secs(10)))
@@ -161,10 +153,12 @@ fn real(
     let prepare = |req: &Request| check(home, req)?.ready(home, &req.offered, &mut |_| {});
     let sampler = connect(uri)?;
     let connect_again = || connect(uri);
-    let run_dir = results.join(run_id(
+    let run = RunDir::create(
+        results,
         &format!("scenario-{}", scenario.name),
         SystemTime::now(),
-    ));
+    )?;
+    let run_dir = run.path.clone();
     say!(
         "playing `{}` ({} s) on {}; manager files in {}",
         scenario.name,
@@ -186,7 +180,7 @@ fn real(
         Play {
             scenario,
             config,
-            run_dir: run_dir.clone(),
+            run,
             prepare: &prepare,
             template: &template,
         },
@@ -202,7 +196,7 @@ fn real(
         "pcpu_pct": report.pcpu_pct,
     });
     crate::files::write_atomic(
-        &run_dir.join("scenario.json"),
+        &run_dir.join(SCENARIO_JSON),
         (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
     )?;
     println!("results in {}", run_dir.display());

@@ -109,15 +109,8 @@ pub fn ready(checked: Checked, request: &Request, home: &Home) -> Result<Ready> 
     Ok(ready)
 }
 
-/// Ctrl-C raises the flag (the first time: commands stop their guest
-/// processes and finish cleanly); a second Ctrl-C exits at once.
+/// The flag Ctrl-C, SIGTERM or SIGHUP raises: commands stop their guest
+/// processes and finish cleanly (see [`crate::host::signals`]).
 pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        flag.clone(),
-    )?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
-    Ok(flag)
+    crate::host::signals::stop_flag()
 }

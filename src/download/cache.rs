@@ -128,6 +128,7 @@ impl Cache {
     ) -> Result<Digests> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating cache directory {}", self.dir.display()))?;
+        remove_orphans(&self.dir);
         let partial = Partial(self.dir.join(format!(".partial-{}", unique())));
         let mut file = File::create(&partial.0)
             .with_context(|| format!("creating {}", partial.0.display()))?;
@@ -135,6 +136,9 @@ impl Cache {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         loop {
+            if crate::host::signals::stopping() {
+                bail!("interrupted while reading {source}; nothing was cached");
+            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -197,6 +201,32 @@ impl Drop for Partial {
     }
 }
 
+/// Removes the `.partial-<pid>-…` files of processes that are gone: a
+/// process killed outright (`kill -9`, a second Ctrl-C during a blocked
+/// read) could not remove its own.
+fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".partial-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A name part unique within this host for this process's lifetime.
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -236,6 +266,24 @@ mod tests {
         assert_eq!(seen.last(), Some(&3));
         assert_eq!(files_in(&cache.dir), vec![d.sha256.clone()]);
         assert!(cache.verify(&d).unwrap());
+    }
+
+    #[test]
+    fn partial_files_of_processes_that_are_gone_are_removed() {
+        let (_dir, cache) = cache();
+        std::fs::create_dir_all(&cache.dir).unwrap();
+        // pid_max is at most 2^22: this process cannot exist.
+        let orphan = cache.dir.join(".partial-4194305-0");
+        let mine = cache
+            .dir
+            .join(format!(".partial-{}-999", std::process::id()));
+        std::fs::write(&orphan, "half").unwrap();
+        std::fs::write(&mine, "in progress").unwrap();
+        cache
+            .store(&mut &b"abc"[..], "test", None, &mut |_| {})
+            .unwrap();
+        assert!(!orphan.exists(), "the orphan stays");
+        assert!(mine.exists(), "a live process's partial file was removed");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod facts;
+pub mod signals;
 
 use std::process::{Command, Output};
 

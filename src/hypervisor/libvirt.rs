@@ -383,6 +383,13 @@ impl Actuator for Libvirt {
             })
     }
 
+    fn rearm_balloon_stats(&self, name: &str) -> Result<()> {
+        tracing::debug!("libvirt: dommemstat {name} --period 1 --live");
+        self.get(name)?
+            .set_memory_stats_period(1, sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(|e| anyhow!("re-arming `{name}`'s balloon stats: {}", e.message()))
+    }
+
     fn pin_vcpu(&self, name: &str, vcpu: u32, pcpus: &CpuSet) -> Result<()> {
         tracing::debug!("libvirt: vcpupin {name} {vcpu} {pcpus}");
         let host_cpus = self

@@ -119,6 +119,9 @@ pub trait Actuator: Send + Sync {
     fn set_vcpus(&self, name: &str, count: u32) -> Result<()>;
     /// The balloon target; the guest reaches it within about a second.
     fn set_memory(&self, name: &str, target: Kib) -> Result<()>;
+    /// Asks the guest for balloon stats every second again: after a guest
+    /// reset or a driver reload they may stop until the period is set anew.
+    fn rearm_balloon_stats(&self, name: &str) -> Result<()>;
     /// Where vCPU `vcpu` may run.
     fn pin_vcpu(&self, name: &str, vcpu: u32, pcpus: &crate::units::CpuSet) -> Result<()>;
 }

@@ -3,7 +3,10 @@
 //! `decisions.csv`, one row per decision:
 //! `time,t_s,vm,kind,before,after,unit,reason,inputs` where `kind` is
 //! `pin|memory|vcpus`, `unit` is `pcpus|mib|vcpus`, a pin's before/after is
-//! `vcpu:cpuset` (`1:0-1`), and `inputs` is `key=value;key=value`.
+//! `vcpu:cpuset` (`1:0-1`), and `inputs` is `key=value;key=value`. What
+//! happened to a VM itself is a row of kind `event` with an empty unit:
+//! `running -> gone`, `gone -> running`, `fresh -> stale` (balloon stats),
+//! `stale -> fresh`, `-> no-stats`.
 //!
 //! `manage.csv`, one row per VM per sample: the VM's vCPUs, pins
 //! (`vcpu:cpuset;…`, e.g. `0:1;1:0`), CPU use, balloon figures in MiB and
@@ -21,6 +24,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::action::{Action, Decision};
+use super::health::Event;
 use super::snapshot::{CpuUse, Snapshot, VmSample, by_name, fresh_balloon};
 
 pub const DECISION_COLUMNS: [&str; 9] = [
@@ -114,6 +118,24 @@ impl DecisionRow {
             unit,
             reason: d.reason.clone(),
             inputs: inputs.join(";"),
+        }
+    }
+}
+
+impl DecisionRow {
+    /// What happened to `vm` itself, as of `snap`.
+    pub fn event(vm: &str, event: &Event, snap: &Snapshot, clock: &RunClock) -> DecisionRow {
+        let (before, after) = event.states();
+        DecisionRow {
+            time: clock.time(snap.at_s),
+            t_s: clock.t_s(snap.at_s),
+            vm: vm.to_string(),
+            kind: "event",
+            before: before.to_string(),
+            after: after.to_string(),
+            unit: "",
+            reason: event.reason(),
+            inputs: String::new(),
         }
     }
 }

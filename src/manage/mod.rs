@@ -31,6 +31,7 @@
 
 pub mod action;
 pub mod execute;
+pub mod health;
 pub mod judge;
 pub mod log;
 pub mod policy;

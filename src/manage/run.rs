@@ -3,11 +3,11 @@
 //! (`manage.csv`) and every decision with its inputs (`decisions.csv`).
 //!
 //! Domains that appear, stop or vanish between rounds are simply in or out
-//! of the next sample. libvirtd going away makes the loop reconnect with
-//! backoff. Ctrl-C ends it after the current round.
+//! of the next sample, and the loop says so (terminal and `decisions.csv`),
+//! as it says when a VM's balloon stats stop updating. libvirtd going away
+//! makes the loop reconnect with backoff. Ctrl-C (or SIGTERM, SIGHUP) ends
+//! it after the current round.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,14 +16,19 @@ use serde::Serialize;
 
 use super::action::Action;
 use super::execute::{self, Applied};
+use super::health::{Event, Health};
 use super::log::{DecisionCsv, DecisionRow, ManageCsv, ManageRow, RunClock};
 use super::policy::{ManageConfig, State, plan};
 use super::snapshot::Snapshot;
-use crate::hypervisor::Hypervisor;
 use crate::hypervisor::libvirt::Libvirt;
 use crate::hypervisor::sample::Sampler;
+use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::Lab;
 use crate::paths::Home;
+use crate::rundir::{DECISIONS_CSV, MANAGE_CSV, MANAGE_JSON, ManageJson, RunDir};
+
+/// The files a manager writes into its run; none may exist before it starts.
+pub const MANAGE_FILES: [&str; 3] = [DECISIONS_CSV, MANAGE_CSV, MANAGE_JSON];
 
 /// Which domains are managed.
 #[derive(Debug, Clone)]
@@ -41,8 +46,8 @@ pub struct Options {
     /// One decision round (after one baseline sample), then stop.
     pub once: bool,
     pub duration: Option<Duration>,
-    /// Where `decisions.csv`, `manage.csv` and `manage.json` go.
-    pub run_dir: PathBuf,
+    /// Where [`MANAGE_FILES`] go.
+    pub run: RunDir,
 }
 
 /// What a run did, for the summary printed at the end.
@@ -95,14 +100,14 @@ pub fn run(
         state: State::default(),
         prev: None,
         summary: Summary::default(),
-        told: BTreeSet::new(),
+        health: Health::default(),
         say,
     };
     // The baseline: the policies keep it (and decide nothing without a
     // previous snapshot), so the first real round can already act.
     let none = plan(&first, &mut looper.state, &opts.config);
     debug_assert!(none.is_empty());
-    looper.observe(&first, Vec::new())?;
+    looper.observe(&hv, &first, Vec::new())?;
     let ends = opts.duration.map(|d| Instant::now() + d);
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -172,35 +177,34 @@ struct Files {
 }
 
 impl Files {
+    /// Creates them exclusively: an existing run is never truncated.
     fn create(opts: &Options, pcpus: u32) -> Result<Files> {
-        let dir = &opts.run_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let open = |name: &str| {
-            let path = dir.join(name);
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
-        };
+        let run = &opts.run;
         let c = &opts.config;
-        let settings = serde_json::json!({
-            "schema": 1,
-            "interval_s": c.interval_s,
-            "cpu_policy": format!("{:?}", c.cpu).to_lowercase(),
-            "memory_policy": format!("{:?}", c.memory).to_lowercase(),
-            "dry_run": opts.dry_run,
-            "mem_floor_mib": c.balloon.floor_unused_mib,
-            "host_min_free_mib": c.balloon.host_min_free_mib,
-            "mem_high_pct": c.threshold.grow_above_pct,
-            "mem_low_pct": c.threshold.shrink_below_pct,
-            "cpu_high_pct": c.hotplug.high_pct,
-            "cpu_low_pct": c.hotplug.low_pct,
-        });
-        crate::files::write_atomic(
-            &dir.join("manage.json"),
+        let settings = ManageJson {
+            schema: 1,
+            interval_s: c.interval_s,
+            cpu_policy: c.cpu.to_string(),
+            memory_policy: c.memory.to_string(),
+            dry_run: opts.dry_run,
+            mem_floor_mib: c.balloon.floor_unused_mib,
+            host_min_free_mib: c.balloon.host_min_free_mib,
+            mem_high_pct: c.threshold.grow_above_pct,
+            mem_low_pct: c.threshold.shrink_below_pct,
+            cpu_high_pct: c.hotplug.high_pct,
+            cpu_low_pct: c.hotplug.low_pct,
+        };
+        let files = Files {
+            decisions: DecisionCsv::new(run.create_file(DECISIONS_CSV)?)?,
+            samples: ManageCsv::new(run.create_file(MANAGE_CSV)?, pcpus)?,
+        };
+        let mut json = run.create_file(MANAGE_JSON)?;
+        std::io::Write::write_all(
+            &mut json,
             (serde_json::to_string_pretty(&settings)? + "\n").as_bytes(),
-        )?;
-        Ok(Files {
-            decisions: DecisionCsv::new(open("decisions.csv")?)?,
-            samples: ManageCsv::new(open("manage.csv")?, pcpus)?,
-        })
+        )
+        .with_context(|| format!("writing {}", run.file(MANAGE_JSON).display()))?;
+        Ok(files)
     }
 }
 
@@ -211,8 +215,7 @@ struct Looper<'a> {
     state: State,
     prev: Option<Snapshot>,
     summary: Summary,
-    /// VMs already reported as having no balloon stats.
-    told: BTreeSet<String>,
+    health: Health,
     say: &'a dyn Fn(&str),
 }
 
@@ -250,20 +253,31 @@ impl Looper<'_> {
             };
             rows.push(row);
         }
-        self.observe(&snap, rows)
+        self.observe(hv, &snap, rows)
     }
 
-    /// Writes the samples and decisions of a round; tells once about VMs
-    /// whose memory is left alone for want of balloon stats.
-    fn observe(&mut self, snap: &Snapshot, decisions: Vec<DecisionRow>) -> Result<()> {
-        for vm in &snap.vms {
-            let silent = vm.balloon.is_none_or(|b| b.last_update_s == 0);
-            if silent && self.prev.is_some() && self.told.insert(vm.name.clone()) {
-                (self.say)(&format!(
-                    "{} reports no balloon stats (no virtio_balloon driver yet?): its memory is left alone",
-                    vm.name
-                ));
+    /// Writes the samples and decisions of a round, and tells what happened
+    /// to the VMs themselves (gone, back, silent balloon stats) on the
+    /// terminal and in `decisions.csv`.
+    fn observe(
+        &mut self,
+        hv: &Libvirt,
+        snap: &Snapshot,
+        mut decisions: Vec<DecisionRow>,
+    ) -> Result<()> {
+        for (vm, event) in self.health.observe(snap) {
+            if matches!(event, Event::Stale { .. })
+                && !self.opts.dry_run
+                && let Err(e) = hv.rearm_balloon_stats(&vm)
+            {
+                (self.say)(&format!("{vm}: {e:#}"));
             }
+            let row = DecisionRow::event(&vm, &event, snap, &self.clock);
+            (self.say)(&format!(
+                "{:>7.1}s {:<10} {:<6} {}",
+                row.t_s, row.vm, row.kind, row.reason
+            ));
+            decisions.push(row);
         }
         self.files
             .samples

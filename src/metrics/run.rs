@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::row::{MetricsRow, pcpu_column_indexes};
 
-pub const METRICS_CSV: &str = "metrics.csv";
-pub const DECISIONS_CSV: &str = "decisions.csv";
-pub const BENCH_CSV: &str = "bench.csv";
+pub use crate::rundir::{BENCH_CSV, DECISIONS_CSV, METRICS_CSV};
 
 /// One line of `decisions.csv`: `time,t_s,vm,kind,before,after,unit,reason,inputs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

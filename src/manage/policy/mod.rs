@@ -10,7 +10,7 @@ pub mod threshold;
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::action::{Action, Decision};
@@ -47,12 +47,8 @@ impl Default for ManageConfig {
 impl ManageConfig {
     /// Rejects settings no policy can work with, naming the key to fix.
     pub fn validate(&self) -> Result<()> {
-        if self.interval_s.is_nan() || self.interval_s <= 0.0 {
-            bail!(
-                "manage `interval_s` is {}; it must be above 0",
-                self.interval_s
-            );
-        }
+        crate::units::check_interval_s(self.interval_s)
+            .context("manage `interval_s` (or --interval)")?;
         let h = &self.hotplug;
         let ordered = 0.0 <= h.low_pct && h.low_pct < h.high_pct && h.high_pct <= 100.0;
         if !ordered {
@@ -99,6 +95,26 @@ pub enum MemoryPolicy {
     /// The original project's fixed-step rules, kept for comparison.
     Threshold,
     Off,
+}
+
+/// As the flag and `vmlab.toml` spell it (`pin+hotplug`), for users and files.
+fn value_name(v: &impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("every policy has a name")
+        .get_name()
+        .to_string()
+}
+
+impl std::fmt::Display for CpuPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&value_name(self))
+    }
+}
+
+impl std::fmt::Display for MemoryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&value_name(self))
+    }
 }
 
 /// What the policies keep between rounds.

@@ -7,7 +7,6 @@
 
 pub mod loads;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use super::judge::{JudgeConfig, Report, judge};
 use super::policy::ManageConfig;
-use super::run::{Options, Scope, run};
+use super::run::{Options, Scope, run as manage};
 use super::sim::scenario::Scenario;
 use crate::bench::configure;
 use crate::bench::matrix::Cell;
@@ -24,6 +23,7 @@ use crate::hypervisor::libvirt::Libvirt;
 use crate::hypervisor::sample::Sampler;
 use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::state::VmRecord;
+use crate::rundir::RunDir;
 use crate::units::{CpuSet, Mib};
 use crate::workload::run::stop_detached;
 use crate::workload::{Ready, Request};
@@ -46,7 +46,7 @@ pub struct Play<'a> {
     pub scenario: &'a Scenario,
     pub config: &'a ManageConfig,
     /// Where the manager's files go.
-    pub run_dir: PathBuf,
+    pub run: RunDir,
     pub prepare: Prepare<'a>,
     /// The request the load generators are made from.
     pub template: &'a Request,
@@ -62,7 +62,7 @@ pub fn play(
     let Play {
         scenario,
         config,
-        run_dir,
+        run,
         prepare,
         template,
     } = play;
@@ -86,11 +86,11 @@ pub fn play(
         dry_run: false,
         once: false,
         duration: Some(Duration::from_secs_f64(scenario.duration_s)),
-        run_dir,
+        run,
     };
     let snapshots = std::thread::scope(|scope| -> Result<_> {
         let manager = scope.spawn(|| {
-            run(
+            manage(
                 lab.connect,
                 &Scope::Named(names.clone()),
                 &opts,
