@@ -57,8 +57,12 @@ pub struct VmStatus {
     pub pins: Vec<Pin>,
     pub memory_actual_mib: Option<u64>,
     pub memory_max_mib: Option<u64>,
-    /// Reported by the guest's balloon driver; absent until it reports.
+    /// Reported by the guest's balloon driver; absent until it reports, and
+    /// while the balloon settles.
     pub memory_unused_mib: Option<u64>,
+    /// The balloon is still moving to its target (just after a boot): the
+    /// guest's last report predates it, so its figures do not add up yet.
+    pub balloon_settling: bool,
     pub network: Network,
     /// SSH forwarded from `127.0.0.1` on the user network.
     pub ssh_host: Option<String>,
@@ -94,6 +98,7 @@ pub fn status(lab: &Lab) -> Result<LabStatus> {
             memory_actual_mib: None,
             memory_max_mib: None,
             memory_unused_mib: None,
+            balloon_settling: false,
             network: vm.network,
             ssh_host: user_net.then(|| "127.0.0.1".to_string()),
             ssh_port: user_net.then_some(vm.ssh_port),
@@ -111,7 +116,11 @@ pub fn status(lab: &Lab) -> Result<LabStatus> {
                 .collect();
             s.memory_actual_mib = Some(r.memory_actual.mib().0);
             s.memory_max_mib = Some(r.memory_max.mib().0);
-            s.memory_unused_mib = r.memory_unused.map(|k| k.mib().0);
+            s.balloon_settling = settling(r.memory_actual, r.memory_unused);
+            s.memory_unused_mib = r
+                .memory_unused
+                .filter(|_| !s.balloon_settling)
+                .map(|k| k.mib().0);
         }
         vms.push(s);
     }
@@ -121,6 +130,12 @@ pub fn status(lab: &Lab) -> Result<LabStatus> {
         vms,
         notes: inv.notes,
     })
+}
+
+/// More memory unused than the guest has: the report is from before the
+/// balloon moved (at boot it shrinks from the maximum to the target).
+fn settling(actual: crate::units::Kib, unused: Option<crate::units::Kib>) -> bool {
+    unused.is_some_and(|u| u > actual)
 }
 
 /// A fixed-width table for people.
@@ -153,7 +168,11 @@ pub fn table(vms: &[VmStatus]) -> String {
                 vcpus,
                 pins,
                 memory,
-                opt(s.memory_unused_mib),
+                if s.balloon_settling {
+                    "settling".into()
+                } else {
+                    opt(s.memory_unused_mib)
+                },
             ]
         })
         .collect();
@@ -202,6 +221,7 @@ mod tests {
             memory_actual_mib: Some(512),
             memory_max_mib: Some(1024),
             memory_unused_mib: Some(401),
+            balloon_settling: false,
             network: Network::User,
             ssh_host: Some("127.0.0.1".into()),
             ssh_port: Some(40022),
@@ -217,16 +237,33 @@ mod tests {
             memory_actual_mib: None,
             memory_max_mib: None,
             memory_unused_mib: None,
+            balloon_settling: false,
             network: Network::Nat,
             ssh_host: None,
             ssh_port: None,
             image: "vmlab-alpine".into(),
             image_version: "3f2a9c1b0d4e".into(),
         };
-        insta::assert_snapshot!(table(&[running, missing]), @r"
+        let booting = VmStatus {
+            name: "vm-2".into(),
+            memory_actual_mib: Some(909),
+            memory_unused_mib: None,
+            balloon_settling: true,
+            ..running.clone()
+        };
+        insta::assert_snapshot!(table(&[running, booting, missing]), @r"
         NAME   STATE    VCPUS  PINS  MEM MiB   UNUSED MiB  SSH
         vm-1   running  1/2    0:1   512/1024  401         127.0.0.1:40022
+        vm-2   running  1/2    0:1   909/1024  settling    127.0.0.1:40022
         vm-10  missing  -      -     -         -           -
         ");
+    }
+
+    #[test]
+    fn unused_beyond_actual_is_a_balloon_still_settling() {
+        use crate::units::Kib;
+        assert!(settling(Kib(909 * 1024), Some(Kib(935 * 1024))));
+        assert!(!settling(Kib(512 * 1024), Some(Kib(426 * 1024))));
+        assert!(!settling(Kib(512 * 1024), None), "no report yet");
     }
 }
