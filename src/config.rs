@@ -79,7 +79,8 @@ pub struct Settings {
     /// Seconds to wait for each VM's SSH [default: 90]
     #[arg(long = "ssh-timeout", value_name = "SECONDS")]
     pub ssh_timeout_s: Option<NonZeroU64>,
-    /// VMs provisioned at once (TCG boots are CPU-bound) [default: the host's cores]
+    /// VMs provisioned at most at once [default: the host's cores, and the
+    /// last round takes all the rest so no core idles at the end]
     #[arg(long)]
     pub jobs: Option<NonZeroU32>,
     /// The guest takes memory back from its balloon instead of OOM-killing
@@ -183,8 +184,10 @@ impl Merged {
         let image = s.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
         check_name("image", &image)?;
         let jobs = s.jobs.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            |j| j.get() as usize,
+            || Jobs::Auto {
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+            |j| Jobs::Fixed(j.get() as usize),
         );
         Ok(LabSpec {
             lab,
@@ -205,6 +208,32 @@ impl Merged {
     }
 }
 
+/// How many VMs `up` provisions at once. TCG boots are CPU-bound: as many
+/// as the host has cores keeps every core busy, but a last round smaller
+/// than the cores leaves one idle while the last VM boots alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// `--jobs J`: at most J at once.
+    Fixed(usize),
+    /// As many as `cores`; once the VMs left would not fill two rounds,
+    /// all of them start, so they share every core to the end.
+    Auto { cores: usize },
+}
+
+impl Jobs {
+    /// Whether one more VM may start, with `running` provisioning and
+    /// `waiting` (this one included) not started yet.
+    pub fn may_start(self, running: usize, waiting: usize) -> bool {
+        match self {
+            Jobs::Fixed(j) => running < j.max(1),
+            Jobs::Auto { cores } => {
+                let cores = cores.max(1);
+                running < cores || running + waiting < 2 * cores
+            }
+        }
+    }
+}
+
 /// Validated settings of a lab.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabSpec {
@@ -220,7 +249,7 @@ pub struct LabSpec {
     pub network: Network,
     pub accel: Accel,
     pub ssh_timeout_s: u64,
-    pub jobs: usize,
+    pub jobs: Jobs,
     pub balloon_autodeflate: bool,
     /// What the user set explicitly (flags or file), before defaults.
     pub given: Settings,
@@ -307,6 +336,51 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `up` of `n` equal CPU-bound boots (one unit of work each) on `cores`,
+    /// cores shared evenly: the time it takes, and the most run at once.
+    fn makespan(jobs: Jobs, n: usize, cores: usize) -> (f64, usize) {
+        let (mut t, mut started, mut left, mut most) = (0.0, 0, Vec::<f64>::new(), 0);
+        loop {
+            while started < n && jobs.may_start(left.len(), n - started) {
+                left.push(1.0);
+                started += 1;
+            }
+            most = most.max(left.len());
+            if left.is_empty() {
+                return (t, most);
+            }
+            let speed = (cores as f64 / left.len() as f64).min(1.0);
+            let (i, first) = left
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap();
+            t += first / speed;
+            left.iter_mut().for_each(|w| *w -= first);
+            left.remove(i);
+        }
+    }
+
+    #[test]
+    fn up_keeps_every_core_busy_to_the_end() {
+        for cores in 1..=4 {
+            for n in 1..=16 {
+                let best = (n as f64 / cores as f64).max(1.0);
+                let (auto, most) = makespan(Jobs::Auto { cores }, n, cores);
+                assert!(
+                    (auto - best).abs() < 1e-9,
+                    "{n} VMs on {cores} cores: {auto} instead of {best}"
+                );
+                assert!(most < 2 * cores, "{n} VMs on {cores} cores: {most} at once");
+            }
+        }
+        // A fixed --jobs equal to the cores leaves the last boot alone.
+        assert_eq!(makespan(Jobs::Fixed(2), 3, 2).0, 2.0);
+        assert_eq!(makespan(Jobs::Auto { cores: 2 }, 3, 2), (1.5, 3));
+        assert_eq!(makespan(Jobs::Auto { cores: 2 }, 8, 2), (4.0, 3));
+    }
 
     fn file(text: &str) -> ConfigFile {
         ConfigFile {

@@ -1,8 +1,7 @@
-//! `vmlab up N`: check everything, plan, then create/start the VMs with a
-//! bounded pool of workers and wait until each answers SSH with the lab key.
+//! `vmlab up N`: check everything, plan, then create/start the VMs, a
+//! bounded number at once, and wait until each answers SSH with the lab key.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -12,7 +11,7 @@ use super::inventory::{self, Inventory};
 use super::provision::{self, PortTaken, Provisioner};
 use super::state::{LabState, VmRecord};
 use super::{Lab, keys, lock};
-use crate::config::{DEFAULT_PREFIX, LabSpec, Network, Settings};
+use crate::config::{DEFAULT_PREFIX, Jobs, LabSpec, Network, Settings};
 use crate::host::accel;
 use crate::hypervisor::DomainInfo;
 use crate::image::store::{self as image, Image};
@@ -245,6 +244,30 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<UpReport> {
     })
 }
 
+/// Lets the VMs' threads start one at a time, in order, as [`Jobs`] allows.
+#[derive(Default)]
+struct Gate {
+    /// (next to start, running).
+    state: Mutex<(usize, usize)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn enter(&self, i: usize, total: usize, jobs: Jobs) {
+        let mut state = self.state.lock().unwrap();
+        while !(state.0 == i && jobs.may_start(state.1, total - i)) {
+            state = self.changed.wait(state).unwrap();
+        }
+        *state = (i + 1, state.1 + 1);
+        self.changed.notify_all();
+    }
+
+    fn leave(&self) {
+        self.state.lock().unwrap().1 -= 1;
+        self.changed.notify_all();
+    }
+}
+
 /// What `prepare` settled before any VM is touched.
 struct Prepared {
     prefix: String,
@@ -342,26 +365,29 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// `jobs` workers take the VMs in order; outcomes come back in that order.
-    fn run_all(&self, steps: &[(String, Step)], jobs: usize) -> Vec<VmOutcome> {
-        let next = AtomicUsize::new(0);
-        let done: Mutex<Vec<Option<VmOutcome>>> = Mutex::new(steps.iter().map(|_| None).collect());
+    /// One thread per VM; they start in order as `jobs` allows (see
+    /// [`Jobs::may_start`]); outcomes come back in that order.
+    fn run_all(&self, steps: &[(String, Step)], jobs: Jobs) -> Vec<VmOutcome> {
+        let gate = Gate::default();
         std::thread::scope(|scope| {
-            for _ in 0..jobs.clamp(1, steps.len().max(1)) {
-                scope.spawn(|| {
-                    while let Some((name, step)) = steps.get(next.fetch_add(1, Ordering::SeqCst)) {
+            let handles: Vec<_> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, (name, step))| {
+                    let gate = &gate;
+                    scope.spawn(move || {
+                        gate.enter(i, steps.len(), jobs);
                         let outcome = self.run(name, *step);
-                        let i = steps.iter().position(|(n, _)| n == name).expect("planned");
-                        done.lock().unwrap()[i] = Some(outcome);
-                    }
-                });
-            }
-        });
-        done.into_inner()
-            .unwrap()
-            .into_iter()
-            .map(|o| o.expect("every planned VM ran"))
-            .collect()
+                        gate.leave();
+                        outcome
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a VM's thread panicked"))
+                .collect()
+        })
     }
 
     fn run(&self, name: &str, step: Step) -> VmOutcome {
