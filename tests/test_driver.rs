@@ -614,7 +614,7 @@ fn down_keeps_the_lab_directory_while_a_reader_holds_it() {
     assert!(names(&f.hv).is_empty());
     assert!(lab.paths.dir.exists());
     assert!(
-        report.notes[0].contains("still uses this lab"),
+        report.notes[0].contains("was using this lab"),
         "{:?}",
         report.notes
     );

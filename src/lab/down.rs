@@ -25,6 +25,9 @@ pub fn down(lab: &Lab, names: &[String]) -> Result<DownReport> {
         bail!("lab `{}` has no VMs; `vmlab status` lists them", lab.name);
     }
     let change = lock::change(&lab.paths)?;
+    // A reader present now keeps the lab directory even if it exits while
+    // its VMs go (losing them ends it): it may still use the key to clean up.
+    let readers_at_start = lock::readers_present(&lab.paths)?;
     let inv = inventory::take(lab)?;
     let ours = inv.names(lab);
     let targets: Vec<String> = if names.is_empty() {
@@ -75,9 +78,9 @@ pub fn down(lab: &Lab, names: &[String]) -> Result<DownReport> {
     }
     let marked_left = lab.hv.domains()?.iter().any(|d| lab.owns(d));
     if state.vms.is_empty() && !marked_left && errors.is_empty() {
-        if lock::readers_present(&lab.paths)? {
+        if readers_at_start || lock::readers_present(&lab.paths)? {
             report.notes.push(format!(
-                "kept {}: a long-running vmlab command (manage, monitor or bench) still uses this lab",
+                "kept {}: a long-running vmlab command (run, bench, monitor, manage, scenario or dashboard) was using this lab; the next `vmlab down` removes it",
                 lab.paths.dir.display()
             ));
             state.prefix = None;
