@@ -283,6 +283,8 @@ impl Sampler for Libvirt {
                 pcpus: node.cpus,
                 free_kib: node.free.0,
                 total_kib: node.memory.0,
+                pcpu_busy_ns: super::sys::node_cpu_busy_ns(&self.conn, node.cpus)
+                    .unwrap_or_default(),
             },
             vms,
         })

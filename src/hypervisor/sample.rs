@@ -14,13 +14,17 @@ pub struct Snapshot {
 }
 
 /// virNodeGetInfo + node memory stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSample {
     pub pcpus: u32,
     /// What the host can hand out without swapping: free plus buffers and
     /// page cache.
     pub free_kib: u64,
     pub total_kib: u64,
+    /// Per pCPU, nanoseconds busy since boot (user + kernel) by anything:
+    /// the only way to see load that is not a vCPU (other programs, QEMU's
+    /// own threads). Empty when the driver cannot tell.
+    pub pcpu_busy_ns: Vec<u64>,
 }
 
 /// One running domain.

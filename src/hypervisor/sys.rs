@@ -44,6 +44,49 @@ pub fn node_memory_stats(conn: &Connect) -> Option<Vec<(String, u64)>> {
     Some(stats)
 }
 
+/// `virNodeGetCPUStats` of each host CPU: nanoseconds busy (user + kernel)
+/// since boot, by anything: guests, their emulator threads, other programs.
+/// `None` when the driver cannot tell.
+pub fn node_cpu_busy_ns(conn: &Connect, cpus: u32) -> Option<Vec<u64>> {
+    (0..cpus as i32)
+        .map(|cpu| {
+            let mut n: std::os::raw::c_int = 0;
+            // SAFETY: a null params array with nparams 0 asks for the count only.
+            let rc = unsafe {
+                sys::virNodeGetCPUStats(conn.as_ptr(), cpu, std::ptr::null_mut(), &mut n, 0)
+            };
+            if rc < 0 || n <= 0 {
+                return None;
+            }
+            let mut params = vec![
+                sys::_virNodeCPUStats {
+                    field: [0; 80],
+                    value: 0
+                };
+                n as usize
+            ];
+            // SAFETY: `params` holds `n` elements, as libvirt was told.
+            let rc = unsafe {
+                sys::virNodeGetCPUStats(conn.as_ptr(), cpu, params.as_mut_ptr(), &mut n, 0)
+            };
+            if rc < 0 {
+                return None;
+            }
+            let busy = params
+                .iter()
+                .take(n.max(0) as usize)
+                .filter(|p| {
+                    // SAFETY: libvirt writes a NUL-terminated name into the 80-byte field.
+                    let name = unsafe { CStr::from_ptr(p.field.as_ptr()) };
+                    matches!(name.to_bytes(), b"user" | b"kernel")
+                })
+                .map(|p| p.value)
+                .sum();
+            Some(busy)
+        })
+        .collect()
+}
+
 /// What the host can give new guests without swapping: free plus reclaimable
 /// page cache and buffers (`MemAvailable`-like; plain `free` ignores the cache).
 pub fn available_kib(stats: &[(String, u64)]) -> Option<u64> {

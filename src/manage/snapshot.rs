@@ -34,6 +34,9 @@ pub struct CpuUse {
     /// the earlier snapshot has no comparable reading (new VM, hot-added
     /// vCPU, restarted domain).
     pub vcpu_pct: Vec<Vec<Option<f64>>>,
+    /// Per pCPU, how busy it was with anything (vCPUs, QEMU's own threads,
+    /// other programs); `None` when the host does not tell.
+    pub busy_pct: Option<Vec<f64>>,
 }
 
 impl CpuUse {
@@ -60,9 +63,17 @@ impl CpuUse {
                     .collect()
             })
             .collect();
+        let (was, now) = (&prev.host.pcpu_busy_ns, &cur.host.pcpu_busy_ns);
+        let busy_pct = (!now.is_empty() && was.len() == now.len()).then(|| {
+            was.iter()
+                .zip(now)
+                .map(|(a, b)| b.saturating_sub(*a) as f64 / 1e9 / elapsed_s * 100.0)
+                .collect()
+        });
         Some(CpuUse {
             elapsed_s,
             vcpu_pct,
+            busy_pct,
         })
     }
 

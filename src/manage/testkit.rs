@@ -11,6 +11,7 @@ pub fn snapshot(at_s: f64, pcpus: u32, vms: Vec<VmSample>) -> Snapshot {
             pcpus,
             free_kib: 16 * 1024 * MIB,
             total_kib: 24 * 1024 * MIB,
+            pcpu_busy_ns: Vec::new(),
         },
         vms,
     }

@@ -201,8 +201,13 @@ struct Vcpu<'a> {
 /// What the CPU policies plan from: every vCPU of the round with its use.
 struct CpuRound<'a> {
     pcpus: u32,
-    /// Per pCPU, as the course's monitor measures it.
+    /// Per pCPU, as the course's monitor measures it: its vCPUs' use.
     pcpu_pct: Vec<f64>,
+    /// Per pCPU, how busy it was with anything, where the host tells; else
+    /// the vCPUs' use. A pCPU busy with other work (a build, QEMU's own
+    /// threads) hides its vCPUs' demand as surely as its vCPUs do. A pCPU busy with other work (a build, QEMU's
+    /// own threads) hides its vCPUs' demand as surely as its vCPUs do.
+    busy_pct: Vec<f64>,
     vcpus: Vec<Vcpu<'a>>,
     /// Per vCPU; 0 when it has no reading yet.
     use_pct: Vec<f64>,
@@ -235,9 +240,17 @@ impl<'a> CpuRound<'a> {
             })
             .collect();
         let use_pct = vcpus.iter().map(|v| v.use_pct.unwrap_or(0.0)).collect();
+        let pcpu_pct = cpu.pcpu_pct(round.now);
+        let busy_pct = match &cpu.busy_pct {
+            Some(busy) if busy.len() == pcpu_pct.len() => {
+                busy.iter().zip(&pcpu_pct).map(|(b, v)| b.max(*v)).collect()
+            }
+            _ => pcpu_pct.clone(),
+        };
         Some(CpuRound {
             pcpus,
-            pcpu_pct: cpu.pcpu_pct(round.now),
+            pcpu_pct,
+            busy_pct,
             vcpus,
             use_pct,
         })

@@ -143,6 +143,7 @@ impl Host {
                 pcpus: self.pcpus,
                 free_kib: free_kib as u64,
                 total_kib: self.total_kib as u64,
+                pcpu_busy_ns: Vec::new(),
             },
             vms: self.vms.iter().map(Vm::sample).collect(),
         }
