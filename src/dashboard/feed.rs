@@ -196,6 +196,8 @@ pub fn tail_run(feed: &Feed, run_dir: &Path, stop: &AtomicBool) {
         let new_decisions = or_report(decisions.read_new(), &mut errors);
         errors.extend(metrics.last_error.take());
         errors.extend(decisions.last_error.take());
+        errors.append(&mut metrics.notes);
+        errors.append(&mut decisions.notes);
         let pcpus = metrics.headers().map(|h| pcpu_column_indexes(h).len());
         if !new_rows.is_empty() || !new_decisions.is_empty() || !errors.is_empty() {
             feed.update(|state| {

@@ -82,6 +82,9 @@ pub fn collect(
             let snap = sampler.sample(&names)?;
             let manager = manager_settings(&plan.run_dir);
             let new_decisions = decisions.read_new().unwrap_or_default();
+            for note in decisions.notes.drain(..) {
+                tracing::warn!("{note}");
+            }
             let rows: Vec<MetricsRow> = feeds
                 .iter()
                 .enumerate()

@@ -103,6 +103,38 @@ impl MetricsRow {
         self.net_tx_bytes = Some(sample.net_tx_bytes);
     }
 
+    /// Empties the cells whose number is not finite (a damaged file can hold
+    /// `inf` or `NaN`, which parse), returning each one's column and value.
+    pub fn clear_non_finite(&mut self) -> Vec<(String, f64)> {
+        let mut cells = vec![
+            ("cpu_pct".to_string(), &mut self.cpu_pct),
+            ("mem_total_mib".to_string(), &mut self.mem_total_mib),
+            ("mem_used_mib".to_string(), &mut self.mem_used_mib),
+            ("mem_available_mib".to_string(), &mut self.mem_available_mib),
+            ("disk_read_kib_s".to_string(), &mut self.disk_read_kib_s),
+            ("disk_write_kib_s".to_string(), &mut self.disk_write_kib_s),
+            (
+                "balloon_actual_mib".to_string(),
+                &mut self.balloon_actual_mib,
+            ),
+            (
+                "balloon_unused_mib".to_string(),
+                &mut self.balloon_unused_mib,
+            ),
+            ("domain_cpu_s".to_string(), &mut self.domain_cpu_s),
+            ("mem_floor_mib".to_string(), &mut self.mem_floor_mib),
+            ("mem_high_pct".to_string(), &mut self.mem_high_pct),
+            ("mem_low_pct".to_string(), &mut self.mem_low_pct),
+        ];
+        for (pcpu, cell) in self.pcpu_pct.iter_mut().enumerate() {
+            cells.push((pcpu_column(pcpu), cell));
+        }
+        cells
+            .into_iter()
+            .filter_map(|(column, cell)| Some((column, cell.take_if(|v| !v.is_finite())?)))
+            .collect()
+    }
+
     /// Reads a row back; `headers` is the file's first record (it says how many pCPUs).
     pub fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
         let mut row: MetricsRow = record
