@@ -205,3 +205,39 @@ fn a_malformed_live_line_is_reported_and_skipped() {
     let error = error.unwrap();
     assert!(error.contains("metrics.csv record 8"), "{error}");
 }
+
+/// `/healthz` as JSON.
+fn health(addr: std::net::SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&get(addr, "/healthz").2).unwrap()
+}
+
+#[test]
+fn replay_skips_rows_whose_time_is_unusable_reports_them_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records 2–10: samples 1 to 3 of vm-1, vm-2, vm-3.
+    common::write_run(dir.path(), 3);
+    let metrics = dir.path().join("metrics.csv");
+    common::set_cell(&metrics, 5, "t_s", "inf");
+    common::set_cell(&metrics, 8, "t_s", "1e30");
+    // The decisions reach 23.6 s: at 50x, half a second.
+    let served = serve(dir.path(), Mode::Replay { speed: 50.0 });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let health = health(served.addr);
+        if health["finished"] == true {
+            break health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replay never finished: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(health["rows"], 7, "{health}");
+    let error = health["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("2 values or records of the run are left out; the last: ")
+            && error.contains(&format!("{} record 8: `t_s` is `1e30`", metrics.display())),
+        "{health}"
+    );
+}

@@ -120,24 +120,6 @@ fn clear_errors_for_missing_empty_and_dataless_runs() {
     assert!(!out.exists(), "no output directory for nothing");
 }
 
-/// Sets `column` of record `record` (1 is the header) of `path` to `text`.
-fn set_cell(path: &Path, record: usize, column: &str, text: &str) {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_path(path)
-        .unwrap();
-    let mut records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-    let index = records[0].iter().position(|h| h == column).unwrap();
-    let mut cells: Vec<String> = records[record - 1].iter().map(str::to_string).collect();
-    cells[index] = text.to_string();
-    records[record - 1] = csv::StringRecord::from(cells);
-    let mut writer = csv::Writer::from_path(path).unwrap();
-    for r in &records {
-        writer.write_record(r).unwrap();
-    }
-    writer.flush().unwrap();
-}
-
 #[test]
 fn values_that_are_not_finite_are_skipped_with_a_warning_naming_the_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,7 +137,7 @@ fn values_that_are_not_finite_are_skipped_with_a_warning_naming_the_row() {
         (22, "t_s", "-inf"),
         (22, "balloon_actual_mib", "1e400"),
     ] {
-        set_cell(&metrics, record, column, text);
+        common::set_cell(&metrics, record, column, text);
     }
     let out_dir = dir.path().join("plots");
     let out = assert_cmd::Command::cargo_bin("vmlab")

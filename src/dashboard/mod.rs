@@ -117,14 +117,12 @@ impl Dashboard {
         } = self;
         let source = {
             let (feed, stop) = (feed.clone(), stop.clone());
-            match source {
-                Source::Live { run_dir } => {
-                    std::thread::spawn(move || feed::tail_run(&feed, &run_dir, &stop))
-                }
-                Source::Replay { run, speed } => {
-                    std::thread::spawn(move || feed::replay_run(&feed, run, speed, &stop))
-                }
-            }
+            std::thread::spawn(move || {
+                feed::guard_source(&feed, || match source {
+                    Source::Live { run_dir } => feed::tail_run(&feed, &run_dir, &stop),
+                    Source::Replay { run, speed } => feed::replay_run(&feed, run, speed, &stop),
+                })
+            })
         };
         let mut pages: Vec<JoinHandle<()>> = Vec::new();
         let result = loop {
