@@ -139,6 +139,9 @@ fn values_that_are_not_finite_are_skipped_with_a_warning_naming_the_row() {
     ] {
         common::set_cell(&metrics, record, column, text);
     }
+    let bench = dir.path().join("bench.csv");
+    common::set_cell(&bench, 2, "value", "-1e308");
+    common::set_cell(&bench, 3, "value", "inf");
     let out_dir = dir.path().join("plots");
     let out = assert_cmd::Command::cargo_bin("vmlab")
         .unwrap()
@@ -173,6 +176,8 @@ fn values_that_are_not_finite_are_skipped_with_a_warning_naming_the_row() {
             "no warning names record {record}'s {column}: {stderr}"
         );
     }
+    let bench_noted = format!("{} record 3: `value` is `inf`", bench.display());
+    assert!(stderr.contains(&bench_noted), "{stderr}");
     // vm-1: 7 samples, the `inf` one a gap; vm-2: its 7th row has no time;
     // vm-3: its 6th and 7th rows have none.
     let cpu = points_by_colour(&read(&out_dir.join("cpu.svg")));

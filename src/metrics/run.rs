@@ -233,22 +233,24 @@ impl<T: CsvRecord> CsvTail<T> {
     /// Clears the record's numbers that are not finite; false when its time
     /// is unusable and the whole record must go. Each is noted.
     fn usable(&mut self, record: &mut T) -> bool {
+        let cleared = record.clear_non_finite();
+        let bad_time = record.t_s().filter(|t_s| !usable_t_s(*t_s));
+        if cleared.is_empty() && bad_time.is_none() {
+            return true;
+        }
         let at = format!("{} record {}", self.path.display(), self.records_read);
-        for (column, value) in record.clear_non_finite() {
+        for (column, value) in cleared {
             self.notes.push(format!(
                 "{at}: `{column}` is `{value}`, not a finite number; left out"
             ));
         }
-        match record.t_s() {
-            Some(t_s) if !usable_t_s(t_s) => {
-                self.notes.push(format!(
-                    "{at}: `t_s` is `{t_s:e}`, not a time within {MAX_RUN_S:e} s of the run's start; \
-                     the record is left out"
-                ));
-                false
-            }
-            _ => true,
+        if let Some(t_s) = bad_time {
+            self.notes.push(format!(
+                "{at}: `t_s` is `{t_s:e}`, not a time within {MAX_RUN_S:e} s of the run's start; \
+                 the record is left out"
+            ));
         }
+        bad_time.is_none()
     }
 
     /// Everything in the file, refusing it when any record is malformed.

@@ -498,16 +498,16 @@ where
         .iter()
         .map(|((vcpus, mib), values)| format!("{vcpus} vCPU, {mib} MiB (n={})", values.len()))
         .collect();
+    let y_top = headroom(top, 1.15).max(1.0);
+    // Only points inside the axis (see `time_chart`).
+    let inside = |v: f64| v.clamp(0.0, y_top);
     let mut chart = ChartBuilder::on(root)
         .caption(caption, (FONT, 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64)
         // Integer ranges are inclusive here: 0..n-1 is n cells.
-        .build_cartesian_2d(
-            (0..cells.len() - 1).into_segmented(),
-            0.0..headroom(top, 1.15).max(1.0),
-        )?;
+        .build_cartesian_2d((0..cells.len() - 1).into_segmented(), 0.0..y_top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -534,16 +534,16 @@ where
         let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
         chart.draw_series([ErrorBar::new_vertical(
             x.clone(),
-            min,
-            median,
-            max,
+            inside(min),
+            inside(median),
+            inside(max),
             PALETTE[0].stroke_width(2),
             16,
         )])?;
         chart.draw_series(
             values
                 .iter()
-                .map(|v| Circle::new((x.clone(), *v), 3, PALETTE[1].mix(0.6).filled())),
+                .map(|v| Circle::new((x.clone(), inside(*v)), 3, PALETTE[1].mix(0.6).filled())),
         )?;
     }
     Ok(())
