@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::http::{Events, get, serve};
+use common::http::{Events, get, send, serve};
 use vmlab::dashboard::{Dashboard, Mode};
 
 fn rows_in(data: &serde_json::Value) -> usize {
@@ -52,6 +52,19 @@ fn serves_the_page_its_assets_health_and_metrics() {
         assert!(!body.is_empty(), "{asset}");
     }
     assert_eq!(get(served.addr, "/nope").0, 404);
+    let ask = |method: &str| {
+        let host = served.addr;
+        send(
+            served.addr,
+            &format!("{method} /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let (status, content_type, body) = ask("HEAD");
+    assert_eq!(
+        (status, content_type.as_str(), body.as_str()),
+        (200, "application/json", "")
+    );
+    assert_eq!(ask("POST").0, 405);
 
     // The live tail reads the recorded rows within a few polls.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -204,4 +217,134 @@ fn a_malformed_live_line_is_reported_and_skipped() {
     assert_eq!(rows, 3);
     let error = error.unwrap();
     assert!(error.contains("metrics.csv record 8"), "{error}");
+}
+
+/// `/healthz` as JSON.
+fn health(addr: std::net::SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&get(addr, "/healthz").2).unwrap()
+}
+
+#[test]
+fn replay_skips_rows_whose_time_is_unusable_reports_them_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records 2–10: samples 1 to 3 of vm-1, vm-2, vm-3.
+    common::write_run(dir.path(), 3);
+    let metrics = dir.path().join("metrics.csv");
+    common::set_cell(&metrics, 5, "t_s", "inf");
+    common::set_cell(&metrics, 8, "t_s", "1e30");
+    // The decisions reach 23.6 s: at 50x, half a second.
+    let served = serve(dir.path(), Mode::Replay { speed: 50.0 });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let health = health(served.addr);
+        if health["finished"] == true {
+            break health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replay never finished: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(health["rows"], 7, "{health}");
+    let error = health["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("2 values or records of the run are left out; the last: ")
+            && error.contains(&format!("{} record 8: `t_s` is `1e30`", metrics.display())),
+        "{health}"
+    );
+}
+
+#[test]
+fn a_client_that_pipelines_and_never_reads_hurts_only_itself() {
+    use std::io::Write;
+    let served = serve(&common::fixture_dir(), Mode::Live);
+    let addr = served.addr;
+    // Thousands of requests for the largest asset, in one go; not one
+    // response is read, so the server's writes to it fill every buffer.
+    let mut greedy = std::net::TcpStream::connect(addr).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = format!("GET /assets/uPlot.iife.min.js HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    for _ in 0..5_000 {
+        // The server may stop reading or close: either way this client is done.
+        if greedy.write_all(request.as_bytes()).is_err() {
+            break;
+        }
+    }
+    // Another client is served all the same (`send` gives up after 10 s).
+    let (status, _, body) = get(addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let mut events = Events::open(addr);
+    assert_eq!(events.next(deadline()).0, "snapshot");
+    drop(greedy);
+}
+
+#[test]
+fn oversized_request_headers_are_refused() {
+    let served = serve(&common::fixture_dir(), Mode::Live);
+    let addr = served.addr;
+    let big = "a".repeat(16 * 1024);
+    let (status, _, body) = send(
+        addr,
+        &format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {big}\r\n\r\n"),
+    );
+    assert_eq!(status, 431, "{body}");
+    // Just under the bound is fine.
+    let fits = "a".repeat(7 * 1024);
+    let (status, _, body) = send(
+        addr,
+        &format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Fits: {fits}\r\n\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn only_this_dashboards_own_host_names_are_served() {
+    let served = serve(&common::fixture_dir(), Mode::Live);
+    let (addr, port) = (served.addr, served.addr.port());
+    let with_host = |path: &str, host: &str| {
+        send(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    // A page of another site whose name now points at 127.0.0.1 (DNS rebinding).
+    for path in ["/metrics", "/events", "/healthz", "/"] {
+        let (status, _, body) = with_host(path, &format!("attacker.example:{port}"));
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("attacker.example"), "{body}");
+    }
+    assert_eq!(
+        with_host("/metrics", &format!("127.0.0.1:{}", port ^ 1)).0,
+        403
+    );
+    assert_eq!(
+        send(addr, "GET /metrics HTTP/1.0\r\n\r\n").0,
+        400,
+        "no Host at all"
+    );
+    for host in [
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+        format!("LocalHost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, _, body) = with_host("/metrics", &host);
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+}
+
+#[test]
+fn two_hundred_pages_each_get_their_snapshot_and_health_still_answers() {
+    let served = serve(&common::fixture_dir(), Mode::Live);
+    let mut pages = Events::open_many(served.addr, 200);
+    for (i, page) in pages.iter_mut().enumerate() {
+        assert_eq!(page.next(deadline()).0, "snapshot", "page {i}");
+    }
+    let (status, _, body) = get(served.addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    drop(pages);
 }

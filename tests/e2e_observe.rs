@@ -190,3 +190,94 @@ fn monitor_rows_are_plausible_plots_are_drawn_and_the_dashboard_serves_them() {
         "error: run directory `results/no-such-run` does not exist",
     );
 }
+
+/// A child process killed on drop, so a failed test leaves no monitor behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn monitor_goes_on_when_a_vm_is_destroyed_and_picks_it_up_when_it_is_back() {
+    use vmlab::metrics::row::MetricsRow;
+    use vmlab::metrics::run::CsvTail;
+
+    let lab = TestLab::new("e2e-gone");
+    let dir = home().join("results/e2e-observe-gone");
+    let _ = std::fs::remove_dir_all(&dir);
+    lab.ok(&["up", "2", "--prefix", "e2g"]);
+    let stderr_path = home().join("e2e-observe-gone.stderr");
+    // Until Ctrl-C: the test says when it has seen enough.
+    let mut monitor = KillOnDrop(
+        Command::new(assert_cmd::cargo::cargo_bin("vmlab"))
+            .env("VMLAB_HOME", home())
+            .env("VMLAB_LAB", "e2e-gone")
+            .env("VMLAB_CONNECT", CONNECT)
+            .current_dir(home())
+            .args(["monitor", "--run", "e2e-observe-gone"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // The whole lines written so far (the monitor may be in the middle of one).
+    let rows = || -> Vec<MetricsRow> {
+        CsvTail::new(dir.join("metrics.csv"))
+            .read_new()
+            .unwrap_or_default()
+    };
+    let reported = |r: &MetricsRow, vm: &str| r.vm == vm && r.mem_total_mib.is_some();
+    let stopped = |r: &MetricsRow| r.vm == "e2g-2" && r.vcpus.is_none();
+    wait_until("both guests report", Duration::from_secs(120), || {
+        let rows = rows();
+        ["e2g-1", "e2g-2"]
+            .iter()
+            .all(|vm| rows.iter().filter(|r| reported(r, vm)).count() >= 2)
+            .then_some(())
+    });
+
+    virsh(&["destroy", "e2g-2"]);
+    wait_until(
+        "e2g-2's rows go empty while e2g-1 keeps reporting",
+        Duration::from_secs(120),
+        || {
+            let rows = rows();
+            let gone = rows.iter().position(stopped)?;
+            let after = &rows[gone..];
+            let empty = after.iter().filter(|r| stopped(r)).count();
+            let others = after.iter().filter(|r| reported(r, "e2g-1")).count();
+            (empty >= 3 && others >= 3).then_some(())
+        },
+    );
+
+    lab.ok(&["up", "2"]);
+    wait_until("e2g-2 reports again", Duration::from_secs(180), || {
+        let rows = rows();
+        let back = rows.iter().rposition(stopped)?;
+        let again = rows[back..].iter().filter(|r| reported(r, "e2g-2")).count();
+        (again >= 2).then_some(())
+    });
+
+    // Ctrl-C: the monitor ends as it would for a user.
+    // SAFETY: kill(2) on the pid of our own child process.
+    assert_eq!(
+        unsafe { libc::kill(monitor.0.id() as i32, libc::SIGINT) },
+        0
+    );
+    let status = wait_until("the monitor ends", Duration::from_secs(60), || {
+        monitor.0.try_wait().unwrap()
+    });
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(
+        stderr.matches("warning: e2g-2 is not running").count(),
+        1,
+        "warned once, not every second: {stderr}"
+    );
+    assert!(!stderr.contains("e2g-1 is not running"), "{stderr}");
+}

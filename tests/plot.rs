@@ -119,3 +119,68 @@ fn clear_errors_for_missing_empty_and_dataless_runs() {
     assert!(err.contains("nothing to plot"), "{err}");
     assert!(!out.exists(), "no output directory for nothing");
 }
+
+#[test]
+fn values_that_are_not_finite_are_skipped_with_a_warning_naming_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records 2–22: samples 1 to 7 of vm-1, vm-2, vm-3.
+    common::write_run(dir.path(), 7);
+    let metrics = dir.path().join("metrics.csv");
+    for (record, column, text) in [
+        (17, "cpu_pct", "inf"),
+        (18, "mem_used_mib", "-inf"),
+        (18, "pcpu0_pct", "NaN"),
+        (19, "t_s", "inf"),
+        (20, "cpu_pct", "1e308"),
+        (20, "mem_used_mib", "1e308"),
+        (21, "t_s", "1e308"),
+        (22, "t_s", "-inf"),
+        (22, "balloon_actual_mib", "1e400"),
+    ] {
+        common::set_cell(&metrics, record, column, text);
+    }
+    let bench = dir.path().join("bench.csv");
+    common::set_cell(&bench, 2, "value", "-1e308");
+    common::set_cell(&bench, 3, "value", "inf");
+    let out_dir = dir.path().join("plots");
+    let out = assert_cmd::Command::cargo_bin("vmlab")
+        .unwrap()
+        .arg("plot")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out_dir)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "vmlab plot failed, or hung and was killed: {stderr}"
+    );
+    let file = metrics.display().to_string();
+    for (record, column) in [
+        (17, "cpu_pct"),
+        (18, "mem_used_mib"),
+        (18, "pcpu0_pct"),
+        (19, "t_s"),
+        (21, "t_s"),
+        (22, "t_s"),
+    ] {
+        let named = stderr.lines().any(|l| {
+            l.starts_with("warning: ")
+                && l.contains(&format!("{file} record {record}"))
+                && l.contains(&format!("`{column}`"))
+        });
+        assert!(
+            named,
+            "no warning names record {record}'s {column}: {stderr}"
+        );
+    }
+    let bench_noted = format!("{} record 3: `value` is `inf`", bench.display());
+    assert!(stderr.contains(&bench_noted), "{stderr}");
+    // vm-1: 7 samples, the `inf` one a gap; vm-2: its 7th row has no time;
+    // vm-3: its 6th and 7th rows have none.
+    let cpu = points_by_colour(&read(&out_dir.join("cpu.svg")));
+    let want = [("#2364D2", 6), ("#D12771", 6), ("#198038", 5)];
+    assert_eq!(cpu, want.map(|(c, n)| (c.to_string(), n)).into(), "{cpu:?}");
+}

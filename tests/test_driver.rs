@@ -3,6 +3,7 @@
 //! (private state per connection).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use vmlab::config::{Network, Settings};
 use vmlab::hypervisor::libvirt::Libvirt;
@@ -14,6 +15,8 @@ use vmlab::lab::lock;
 use vmlab::lab::state::LabState;
 use vmlab::lab::status::{VmState, status};
 use vmlab::lab::up::{Stage, Step, UpReport, UpRequest, up};
+use vmlab::metrics::row::MetricsRow;
+use vmlab::metrics::run::CsvTail;
 use vmlab::paths::Home;
 use vmlab::units::Mib;
 
@@ -981,4 +984,150 @@ fn a_stop_signal_while_a_source_is_read_leaves_no_partial_file() {
     assert_eq!(code, Some(143), "{err}");
     assert!(err.contains("interrupted while reading"), "{err}");
     assert!(partials().is_empty(), "{:?}", partials());
+}
+
+/// Log lines of the threads that use it, for tests that check what was said.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Sets `flag` when dropped, so a failed check cannot leave a loop running.
+struct RaiseOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The rows of a metrics.csv being written, read as they come.
+struct Rows {
+    tail: CsvTail<MetricsRow>,
+    rows: Vec<MetricsRow>,
+}
+
+impl Rows {
+    /// Reads new rows until `done` holds for all rows so far (failing at a
+    /// deadline); returns how many there are.
+    fn wait_for(&mut self, what: &str, done: &dyn Fn(&[MetricsRow]) -> bool) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.rows.extend(self.tail.read_new().unwrap());
+            assert_eq!(self.tail.skipped, 0, "{:?}", self.tail.last_error);
+            if done(&self.rows) {
+                return self.rows.len();
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn the_collector_keeps_the_other_vms_when_one_goes_away_and_picks_it_up_again() {
+    use std::sync::atomic::AtomicBool;
+    use vmlab::guest::ssh::SshTarget;
+    use vmlab::metrics::collect::{Plan, collect};
+
+    let f = fixture(8192, &["pr-1", "pr-2", "pr-3"]);
+    // Nothing listens there: each reporter fails and retries, libvirt's figures still come.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let plan = Plan {
+        targets: ["pr-1", "pr-2", "pr-3"]
+            .map(|vm| SshTarget {
+                vm: vm.into(),
+                addr: closed,
+                user: "alpine".into(),
+                key: f.dir.path().join("no-key"),
+                known_hosts: f.dir.path().join("no-known-hosts"),
+            })
+            .into(),
+        interval_s: 1,
+        duration: None,
+        run_dir: f.dir.path().join("run"),
+    };
+    let cancel = AtomicBool::new(false);
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .finish();
+    let mut metrics = Rows {
+        tail: CsvTail::new(plan.run_dir.join("metrics.csv")),
+        rows: Vec::new(),
+    };
+    let running = |r: &MetricsRow| r.vcpus.is_some();
+    let collected = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let _end = RaiseOnDrop(&cancel);
+            let with_figures = |vm: &str, rows: &[MetricsRow]| {
+                rows.iter()
+                    .filter(|r| r.vm == vm && running(r) && r.pcpu_pct.iter().all(Option::is_some))
+                    .count()
+            };
+            let before = metrics.wait_for("all three have libvirt's figures", &|rows| {
+                ["pr-1", "pr-2", "pr-3"]
+                    .iter()
+                    .all(|vm| with_figures(vm, rows) >= 1)
+            });
+            f.hv.destroy("pr-2").unwrap();
+            f.hv.destroy("pr-3").unwrap();
+            f.hv.undefine("pr-3").unwrap();
+            let gone = metrics.wait_for("two samples with pr-2 and pr-3 gone", &|rows| {
+                let later = &rows[before..];
+                let empty = |vm| later.iter().filter(|r| r.vm == vm && !running(r)).count();
+                empty("pr-2") >= 2 && empty("pr-3") >= 2
+            });
+            let later = &metrics.rows[before..gone];
+            for r in later.iter().filter(|r| r.vm != "pr-1" && !running(r)) {
+                assert_eq!(r.pcpu_pct.len(), 2, "{r:?}");
+                assert_eq!(
+                    (r.balloon_actual_mib, r.domain_cpu_s),
+                    (None, None),
+                    "{r:?}"
+                );
+            }
+            metrics.wait_for("pr-1 goes on", &|rows| {
+                with_figures("pr-1", &rows[gone..]) >= 2
+            });
+            f.hv.start("pr-2").unwrap();
+            metrics.wait_for("pr-2 is back", &|rows| {
+                with_figures("pr-2", &rows[gone..]) >= 1
+            });
+        });
+        tracing::subscriber::with_default(subscriber, || {
+            collect(&f.hv, &plan, &cancel, &mut |_| {})
+        })
+    });
+    let reports = collected.unwrap();
+    assert_eq!(reports.len(), 3);
+    let log = log.text();
+    for vm in ["pr-2", "pr-3"] {
+        let warned = format!("WARN vmlab::metrics::collect: {vm} is not running");
+        assert_eq!(log.matches(&warned).count(), 1, "{log}");
+    }
+    assert_eq!(log.matches("pr-2 runs again").count(), 1, "{log}");
 }

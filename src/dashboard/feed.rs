@@ -173,17 +173,40 @@ impl Feed {
     }
 }
 
-/// Sleeps `duration` unless `stop` is set first; returns whether to go on.
+/// Sleeps `duration` unless `stop` is set first; returns whether to go on. A
+/// duration beyond what the clock can count waits for `stop`.
 fn pause(duration: Duration, stop: &AtomicBool) -> bool {
-    let deadline = Instant::now() + duration;
+    let deadline = Instant::now().checked_add(duration);
     while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= deadline {
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
             return true;
         }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
+        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
     false
+}
+
+/// Runs a source (`tail_run`, `replay_run`) and, should it panic, says so in
+/// the state: `/healthz` must never report a dead source as one at work.
+pub fn guard_source(feed: &Feed, source: impl FnOnce() + std::panic::UnwindSafe) {
+    if let Err(panic) = std::panic::catch_unwind(source) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        feed.update(|state| {
+            state.error = Some(format!(
+                "the dashboard's {} source stopped ({why}); restart the dashboard, and \
+                 please report this as a vmlab bug",
+                state.mode
+            ));
+            state.finished = true;
+        });
+    }
 }
 
 /// Follows a run that another part of vmlab is writing, until `stop`.
@@ -196,6 +219,8 @@ pub fn tail_run(feed: &Feed, run_dir: &Path, stop: &AtomicBool) {
         let new_decisions = or_report(decisions.read_new(), &mut errors);
         errors.extend(metrics.last_error.take());
         errors.extend(decisions.last_error.take());
+        errors.append(&mut metrics.notes);
+        errors.append(&mut decisions.notes);
         let pcpus = metrics.headers().map(|h| pcpu_column_indexes(h).len());
         if !new_rows.is_empty() || !new_decisions.is_empty() || !errors.is_empty() {
             feed.update(|state| {
@@ -218,9 +243,20 @@ fn or_report<T>(result: Result<Vec<T>>, errors: &mut Vec<String>) -> Vec<T> {
     })
 }
 
-/// Plays a finished run at its recorded pace times `speed`, then marks it finished.
+/// Plays a finished run at its recorded pace times `speed`, then marks it
+/// finished. What `read_run` left out of the run is the state's error.
 pub fn replay_run(feed: &Feed, run: Run, speed: f64, stop: &AtomicBool) {
-    feed.update(|state| state.pcpus = run.pcpus);
+    feed.update(|state| {
+        state.pcpus = run.pcpus;
+        state.error = match &run.notes[..] {
+            [] => None,
+            [note] => Some(note.clone()),
+            [.., last] => Some(format!(
+                "{} values or records of the run are left out; the last: {last}",
+                run.notes.len()
+            )),
+        };
+    });
     let first_t_s = run
         .metrics
         .iter()
@@ -237,7 +273,9 @@ pub fn replay_run(feed: &Feed, run: Run, speed: f64, stop: &AtomicBool) {
             .flatten()
             .min_by(f64::total_cmp);
         let Some(t_s) = next_t_s else { break };
-        let due = Duration::from_secs_f64(((t_s - first_t_s) / speed).max(0.0));
+        // Beyond what a Duration holds (a tiny speed): due when the clock ends.
+        let due = Duration::try_from_secs_f64(((t_s - first_t_s) / speed).max(0.0))
+            .unwrap_or(Duration::MAX);
         if !pause(due.saturating_sub(start.elapsed()), stop) {
             return;
         }
@@ -286,6 +324,40 @@ mod tests {
         let all = state.message_since(Position::default()).rows;
         assert_eq!(all.len(), HISTORY_ROWS);
         assert_eq!(all[0].t_s, 5.0);
+    }
+
+    #[test]
+    fn a_panicking_source_is_reported_and_marked_finished() {
+        let feed = Feed::new("test", "replay");
+        guard_source(&feed, || panic!("a bug in a source"));
+        let state = feed.lock();
+        assert!(state.finished);
+        let error = state.error.as_deref().unwrap();
+        assert!(
+            error.starts_with("the dashboard's replay source stopped (a bug in a source)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_row_due_beyond_the_clock_waits_for_stop_instead_of_panicking() {
+        let run = Run {
+            metrics: vec![row("vm-1", 0.0), row("vm-1", 1e9)],
+            ..Run::default()
+        };
+        let (feed, stop) = (Feed::new("test", "replay"), AtomicBool::new(false));
+        std::thread::scope(|scope| {
+            // 1e9 s at this speed is far beyond what a Duration holds.
+            let replay = scope.spawn(|| replay_run(&feed, run, 1e-12, &stop));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while feed.lock().rows_added() == 0 {
+                assert!(Instant::now() < deadline, "the first row never came");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stop.store(true, Ordering::Relaxed);
+            replay.join().expect("the replay panicked");
+        });
+        assert_eq!(feed.lock().rows_added(), 1);
     }
 
     #[test]

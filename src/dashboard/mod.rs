@@ -5,25 +5,26 @@
 //! events (a snapshot of the history, then what is new about once a second),
 //! `/metrics` Prometheus text, `/healthz` a JSON status.
 //!
-//! tiny_http serves it: synchronous, no async runtime; each `/events` page gets
-//! a thread that writes the raw stream (tiny_http's own responses are buffered).
+//! A small server of our own serves it ([`http`]): synchronous, no async
+//! runtime, a thread per connection (an `/events` page keeps its thread).
+//! It answers only requests whose `Host` names it (see [`http`]).
 
 mod feed;
+mod http;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::metrics::prometheus;
 use crate::metrics::run::{Run, check_run_dir, read_run};
 use feed::{Feed, Position};
+use http::{Request, Responder};
 
 /// Where the data comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,7 +42,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// A bound dashboard, not yet serving (so the caller can print its address).
 pub struct Dashboard {
-    server: Server,
+    listener: TcpListener,
     addr: SocketAddr,
     source: Source,
     lab: String,
@@ -81,8 +82,6 @@ impl Dashboard {
             _ => anyhow!(e).context(format!("cannot listen on {bind}")),
         })?;
         let addr = listener.local_addr()?;
-        let server = Server::from_listener(listener, None)
-            .map_err(|e| anyhow!("cannot serve on {addr}: {e}"))?;
         let run_name = std::path::absolute(run_dir)
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -92,7 +91,7 @@ impl Dashboard {
             Mode::Replay { .. } => "replay",
         };
         Ok(Self {
-            server,
+            listener,
             addr,
             source,
             lab: lab.to_string(),
@@ -105,74 +104,53 @@ impl Dashboard {
         self.addr
     }
 
-    /// Serves until `stop` is set (or accepting fails, which sets it); returns
-    /// after the source and every page thread have ended.
+    /// Serves until `stop` is set; returns after the source and every
+    /// connection have ended.
     pub fn run(self, stop: &Arc<AtomicBool>) -> Result<()> {
         let Dashboard {
-            server,
-            addr,
+            listener,
+            addr: _,
             source,
             lab,
             feed,
         } = self;
         let source = {
             let (feed, stop) = (feed.clone(), stop.clone());
-            match source {
-                Source::Live { run_dir } => {
-                    std::thread::spawn(move || feed::tail_run(&feed, &run_dir, &stop))
-                }
-                Source::Replay { run, speed } => {
-                    std::thread::spawn(move || feed::replay_run(&feed, run, speed, &stop))
-                }
-            }
+            std::thread::spawn(move || {
+                feed::guard_source(&feed, || match source {
+                    Source::Live { run_dir } => feed::tail_run(&feed, &run_dir, &stop),
+                    Source::Replay { run, speed } => feed::replay_run(&feed, run, speed, &stop),
+                })
+            })
         };
-        let mut pages: Vec<JoinHandle<()>> = Vec::new();
-        let result = loop {
-            if stop.load(Ordering::Relaxed) {
-                break Ok(());
-            }
-            match server.recv_timeout(Duration::from_millis(200)) {
-                Ok(request) => {
-                    if let Some(page) = request.and_then(|r| handle(r, &feed, &lab, stop)) {
-                        pages.push(page);
-                    }
-                    pages.retain(|p| !p.is_finished());
-                }
-                Err(e) => break Err(anyhow!(e).context(format!("dashboard on {addr} stopped"))),
-            }
-        };
-        // After an accept error too: the source and the pages end with the server.
+        let served = http::serve(
+            &listener,
+            http::MAX_CONNECTIONS,
+            stop,
+            &|request, responder| handle(request, responder, &feed, &lab, stop),
+        );
+        // After a failure too: the source ends with the server.
         stop.store(true, Ordering::Relaxed);
-        for thread in pages.into_iter().chain([source]) {
-            let _ = thread.join();
-        }
-        result
+        let _ = source.join();
+        served
     }
 }
 
-/// Answers one request; `/events` goes on in a thread of its own.
-fn handle(
-    request: Request,
-    feed: &Arc<Feed>,
-    lab: &str,
-    stop: &Arc<AtomicBool>,
-) -> Option<JoinHandle<()>> {
-    if !matches!(request.method(), Method::Get | Method::Head) {
-        let _ = request.respond(response(405, "only GET and HEAD\n", "text/plain"));
-        return None;
+/// Answers one request; `/events` goes on until the page or the dashboard goes.
+fn handle(request: Request, responder: &mut Responder, feed: &Feed, lab: &str, stop: &AtomicBool) {
+    if !matches!(request.method.as_str(), "GET" | "HEAD") {
+        return responder.send(405, "text/plain", b"only GET and HEAD\n");
     }
-    let path = request.url().split('?').next().unwrap_or("/").to_string();
-    let answer = match path.as_str() {
+    match request.path.as_str() {
         "/events" => {
-            let (feed, stop) = (feed.clone(), stop.clone());
-            return Some(std::thread::spawn(move || {
-                stream_events(request, &feed, &stop)
-            }));
+            if let Some(out) = responder.stream("text/event-stream") {
+                stream_events(out, feed, stop);
+            }
         }
         "/metrics" => {
             let latest: Vec<_> = feed.lock().latest.values().cloned().collect();
             let body = prometheus::render(lab, &latest);
-            response(200, body, prometheus::CONTENT_TYPE)
+            responder.send(200, prometheus::CONTENT_TYPE, body.as_bytes());
         }
         "/healthz" => {
             let state = feed.lock();
@@ -183,15 +161,14 @@ fn handle(
                 "finished": state.finished,
                 "error": state.error,
             });
-            response(200, format!("{body}\n"), "application/json")
+            drop(state);
+            responder.send(200, "application/json", format!("{body}\n").as_bytes());
         }
-        _ => match asset(&path) {
-            Some((body, content_type)) => response(200, body, content_type),
-            None => response(404, format!("no page at {path}\n"), "text/plain"),
+        path => match asset(path) {
+            Some((body, content_type)) => responder.send(200, content_type, body),
+            None => responder.send(404, "text/plain", format!("no page at {path}\n").as_bytes()),
         },
-    };
-    let _ = request.respond(answer);
-    None
+    }
 }
 
 /// Binds and serves until `stop` is set (see [`Dashboard`]).
@@ -232,31 +209,10 @@ fn asset(path: &str) -> Option<(&'static [u8], &'static str)> {
     })
 }
 
-fn response(
-    status: u16,
-    body: impl Into<Vec<u8>>,
-    content_type: &str,
-) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_data(body)
-        .with_status_code(status)
-        .with_header(header("Content-Type", content_type))
-        .with_header(header("Cache-Control", "no-store"))
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header")
-}
-
 /// Server-sent events: `snapshot` with everything kept so far, then `update`
 /// with what is new, at most once per [`UPDATE_INTERVAL`], until the page goes
 /// away or the dashboard stops.
-fn stream_events(request: Request, feed: &Feed, stop: &AtomicBool) {
-    let mut out = request.into_writer();
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-                Cache-Control: no-store\r\nConnection: close\r\n\r\n";
-    if out.write_all(head.as_bytes()).is_err() {
-        return;
-    }
+fn stream_events(out: &mut impl Write, feed: &Feed, stop: &AtomicBool) {
     let mut seen = Position::default();
     let mut event = "snapshot";
     while !stop.load(Ordering::Relaxed) {
@@ -267,14 +223,14 @@ fn stream_events(request: Request, feed: &Feed, stop: &AtomicBool) {
             message
         };
         let Ok(message) = message else { return };
-        if send(&mut out, &format!("event: {event}\ndata: {message}\n\n")).is_err() {
+        if send(out, &format!("event: {event}\ndata: {message}\n\n")).is_err() {
             return;
         }
         event = "update";
         let sent = Instant::now();
         // Wait for news, with a comment line now and then so the page knows we are here.
         while feed.wait_past(seen, KEEPALIVE_INTERVAL, stop).position() == seen {
-            if stop.load(Ordering::Relaxed) || send(&mut out, ": keepalive\n\n").is_err() {
+            if stop.load(Ordering::Relaxed) || send(out, ": keepalive\n\n").is_err() {
                 return;
             }
         }

@@ -5,6 +5,10 @@
 //! the guest's figures, the host's (balloon, vCPUs, pins, CPU time, per-pCPU
 //! use) and, when `vmlab manage` writes into the same run directory, its
 //! thresholds and the decisions since the previous row.
+//!
+//! A VM that stops or vanishes mid-run keeps its rows, with empty cells of
+//! its own, and the others go on; when it runs again its reporter is
+//! restarted at once.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,8 +55,15 @@ pub fn collect(
         .with_context(|| format!("creating {}", plan.run_dir.display()))?;
     let names: Vec<String> = plan.targets.iter().map(|t| t.vm.clone()).collect();
     let first = sampler.sample(&names)?;
-    let mut writer =
-        MetricsWriter::create(&plan.run_dir.join(METRICS_CSV), first.host.pcpus as usize)?;
+    // The header is fixed now: every row gets this many pCPU cells.
+    let pcpus = first.host.pcpus as usize;
+    let mut writer = MetricsWriter::create(&plan.run_dir.join(METRICS_CSV), pcpus)?;
+    let mut running: Vec<bool> = names.iter().map(|vm| is_running(&first, vm)).collect();
+    for (vm, run) in names.iter().zip(&running) {
+        if !run {
+            tracing::warn!("{}", not_running(vm));
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let feeds: Vec<Feed> = plan
         .targets
@@ -80,8 +91,22 @@ pub fn collect(
                 return Ok(());
             }
             let snap = sampler.sample(&names)?;
+            for ((feed, was), vm) in feeds.iter().zip(&mut running).zip(&names) {
+                let now = is_running(&snap, vm);
+                if *was && !now {
+                    tracing::warn!("{}", not_running(vm));
+                } else if !*was && now {
+                    tracing::info!("{vm} runs again; its reporter restarts");
+                    feed.retry_now();
+                }
+                *was = now;
+            }
+            let pcpu_pct = pcpu_cells(&prev, &snap, pcpus);
             let manager = manager_settings(&plan.run_dir);
             let new_decisions = decisions.read_new().unwrap_or_default();
+            for note in decisions.notes.drain(..) {
+                tracing::warn!("{note}");
+            }
             let rows: Vec<MetricsRow> = feeds
                 .iter()
                 .enumerate()
@@ -94,7 +119,8 @@ pub fn collect(
                             row.set_guest(&sample);
                         }
                     }
-                    set_host(&mut row, &prev, &snap, &feed.vm);
+                    row.pcpu_pct = pcpu_pct.clone();
+                    set_host(&mut row, &snap, &feed.vm);
                     set_manager(&mut row, manager.as_ref(), &new_decisions);
                     row
                 })
@@ -109,10 +135,33 @@ pub fn collect(
     result.map(|()| reports)
 }
 
-/// The host's columns of a VM's row, from two libvirt samples.
-fn set_host(row: &mut MetricsRow, prev: &Snapshot, now: &Snapshot, vm: &str) {
+fn is_running(snap: &Snapshot, vm: &str) -> bool {
+    snap.vms.iter().any(|v| v.name == vm)
+}
+
+fn not_running(vm: &str) -> String {
+    format!(
+        "{vm} is not running (stopped or gone): its rows stay empty until it runs again \
+         (`vmlab up` starts it); the other VMs go on"
+    )
+}
+
+/// The host's per-pCPU use between two libvirt samples, one cell for each
+/// of the header's `pcpus` columns; empty cells when it cannot be told yet.
+fn pcpu_cells(prev: &Snapshot, now: &Snapshot, pcpus: usize) -> Vec<Option<f64>> {
+    let mut cells = vec![None; pcpus];
+    if let Some(cpu) = CpuUse::between(prev, now) {
+        for (cell, pct) in cells.iter_mut().zip(cpu.pcpu_pct(now)) {
+            *cell = Some(pct);
+        }
+    }
+    cells
+}
+
+/// A VM's own libvirt columns; they stay empty when it is not running.
+fn set_host(row: &mut MetricsRow, now: &Snapshot, vm: &str) {
     let Some(sample) = now.vms.iter().find(|v| v.name == vm) else {
-        return; // stopped or gone: a gap
+        return;
     };
     if let Some(b) = &sample.balloon {
         row.balloon_actual_mib = Some(kib_to_mib(b.actual_kib));
@@ -123,9 +172,6 @@ fn set_host(row: &mut MetricsRow, prev: &Snapshot, now: &Snapshot, vm: &str) {
     row.vcpus = Some(sample.vcpus_current);
     row.pins = pins(sample, now.host.pcpus);
     row.domain_cpu_s = Some(sample.vcpus.iter().map(|v| v.cpu_time_ns).sum::<u64>() as f64 / 1e9);
-    if let Some(cpu) = CpuUse::between(prev, now) {
-        row.pcpu_pct = cpu.pcpu_pct(now).into_iter().map(Some).collect();
-    }
 }
 
 /// `0:1;1:0-1`; empty when no vCPU is pinned (each may run anywhere).
@@ -172,31 +218,62 @@ struct Feed {
     latest: Arc<Mutex<Option<GuestSample>>>,
     stats: Arc<Mutex<LineStats>>,
     restarts: Arc<AtomicU32>,
+    /// Set when the VM runs again: the next attempt comes at once.
+    retry: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
+
+/// Waits between attempts to start a reporter double from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_LAST: Duration = Duration::from_secs(30);
 
 impl Feed {
     fn spawn(target: SshTarget, interval_s: u64, stop: Arc<AtomicBool>) -> Feed {
         let latest = Arc::new(Mutex::new(None));
         let stats = Arc::new(Mutex::new(LineStats::default()));
         let restarts = Arc::new(AtomicU32::new(0));
+        let retry = Arc::new(AtomicBool::new(false));
         let vm = target.vm.clone();
         let thread = {
-            let (latest, stats, restarts) = (latest.clone(), stats.clone(), restarts.clone());
+            let (latest, stats, restarts, retry) = (
+                latest.clone(),
+                stats.clone(),
+                restarts.clone(),
+                retry.clone(),
+            );
             std::thread::spawn(move || {
-                let mut backoff = Duration::from_secs(1);
-                let mut first = true;
-                while !stop.load(Ordering::SeqCst) {
-                    if !first {
-                        restarts.fetch_add(1, Ordering::SeqCst);
-                        tracing::warn!("{}: the reporter stopped; restarting it", target.vm);
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                let mut wait = RETRY_FIRST;
+                // Said once per outage: until the reporter works again, attempts stay quiet.
+                let mut warned = false;
+                loop {
+                    let good_before = stats.lock().unwrap().good;
+                    let ended = report(&target, interval_s, &stop, &latest, &stats);
+                    if stop.load(Ordering::SeqCst) {
+                        return;
                     }
-                    first = false;
-                    if let Err(e) = report(&target, interval_s, &stop, &latest, &stats) {
-                        tracing::debug!("{}: reporter: {e:#}", target.vm);
+                    restarts.fetch_add(1, Ordering::SeqCst);
+                    if stats.lock().unwrap().good > good_before {
+                        (warned, wait) = (false, RETRY_FIRST);
                     }
+                    let why = ended.map_or_else(|e| format!("{e:#}"), |()| "it ended".into());
+                    if warned {
+                        tracing::debug!("{}: reporter: {why}", target.vm);
+                    } else {
+                        tracing::warn!(
+                            "{}: the guest reporter stopped ({why}); restarting it until it runs",
+                            target.vm
+                        );
+                        warned = true;
+                    }
+                    let woken = sleep_unless(wait, &stop, &retry);
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    wait = if woken {
+                        RETRY_FIRST
+                    } else {
+                        (wait * 2).min(RETRY_LAST)
+                    };
                 }
             })
         };
@@ -205,12 +282,18 @@ impl Feed {
             latest,
             stats,
             restarts,
+            retry,
             thread,
         }
     }
 
     fn latest(&self) -> Option<GuestSample> {
         self.latest.lock().unwrap().clone()
+    }
+
+    /// Ends the wait before the next attempt (the VM runs again).
+    fn retry_now(&self) {
+        self.retry.store(true, Ordering::SeqCst);
     }
 
     fn finish(self) -> FeedReport {
@@ -221,6 +304,19 @@ impl Feed {
             restarts: self.restarts.load(Ordering::SeqCst),
         }
     }
+}
+
+/// Sleeps `wait` unless `stop` or `retry` (which it clears) goes up first;
+/// returns whether one did.
+fn sleep_unless(wait: Duration, stop: &AtomicBool, retry: &AtomicBool) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if stop.load(Ordering::SeqCst) || retry.swap(false, Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// Runs the reporter in the guest until it ends or `stop` goes up.
@@ -307,6 +403,51 @@ mod tests {
             memory_current_kib: 0,
             balloon: None,
         }
+    }
+
+    #[test]
+    fn a_vm_that_is_gone_gets_empty_cells_of_its_own_and_the_hosts_pcpu_figures() {
+        use crate::hypervisor::sample::HostSample;
+        let named = |name: &str, cpu_s: f64| {
+            let mut sample = vm(&[&[0]]);
+            sample.name = name.into();
+            sample.vcpus[0].cpu_time_ns = (cpu_s * 1e9) as u64;
+            sample
+        };
+        let at = |at_s, vms| Snapshot {
+            at_s,
+            host: HostSample {
+                pcpus: 2,
+                free_kib: 0,
+                total_kib: 0,
+                pcpu_busy_ns: Vec::new(),
+            },
+            vms,
+        };
+        let prev = at(1.0, vec![named("pr-1", 1.0), named("pr-2", 1.0)]);
+        let now = at(2.0, vec![named("pr-1", 1.5)]);
+        let pcpu = pcpu_cells(&prev, &now, 2);
+        assert_eq!(pcpu, [Some(50.0), Some(0.0)]);
+        assert_eq!(pcpu_cells(&now, &now, 2), [None, None], "no time passed");
+
+        let rows: Vec<MetricsRow> = ["pr-1", "pr-2"]
+            .iter()
+            .map(|vm| {
+                let mut row = MetricsRow::new(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH, vm);
+                row.pcpu_pct = pcpu.clone();
+                set_host(&mut row, &now, vm);
+                row
+            })
+            .collect();
+        assert_eq!(rows[0].vcpus, Some(1));
+        assert_eq!((rows[1].vcpus, rows[1].domain_cpu_s), (None, None));
+        let mut writer = MetricsWriter::new(Vec::new(), 2).unwrap();
+        writer.write_sample(&rows).unwrap();
+        let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            text.lines().nth(2).unwrap(),
+            "1970-01-01T00:00:00.000Z,0.0,pr-2,,,,,,,,,,,,,,50.0,0.0,,,,"
+        );
     }
 
     #[test]

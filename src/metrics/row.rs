@@ -103,6 +103,37 @@ impl MetricsRow {
         self.net_tx_bytes = Some(sample.net_tx_bytes);
     }
 
+    /// Empties the cells whose number is not finite (a damaged file can hold
+    /// `inf` or `NaN`, which parse), returning each one's column and value.
+    pub fn clear_non_finite(&mut self) -> Vec<(String, f64)> {
+        let mut cleared = Vec::new();
+        let cells = [
+            ("cpu_pct", &mut self.cpu_pct),
+            ("mem_total_mib", &mut self.mem_total_mib),
+            ("mem_used_mib", &mut self.mem_used_mib),
+            ("mem_available_mib", &mut self.mem_available_mib),
+            ("disk_read_kib_s", &mut self.disk_read_kib_s),
+            ("disk_write_kib_s", &mut self.disk_write_kib_s),
+            ("balloon_actual_mib", &mut self.balloon_actual_mib),
+            ("balloon_unused_mib", &mut self.balloon_unused_mib),
+            ("domain_cpu_s", &mut self.domain_cpu_s),
+            ("mem_floor_mib", &mut self.mem_floor_mib),
+            ("mem_high_pct", &mut self.mem_high_pct),
+            ("mem_low_pct", &mut self.mem_low_pct),
+        ];
+        for (column, cell) in cells {
+            if let Some(v) = cell.take_if(|v| !v.is_finite()) {
+                cleared.push((column.to_string(), v));
+            }
+        }
+        for (pcpu, cell) in self.pcpu_pct.iter_mut().enumerate() {
+            if let Some(v) = cell.take_if(|v| !v.is_finite()) {
+                cleared.push((pcpu_column(pcpu), v));
+            }
+        }
+        cleared
+    }
+
     /// Reads a row back; `headers` is the file's first record (it says how many pCPUs).
     pub fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
         let mut row: MetricsRow = record

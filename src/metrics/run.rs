@@ -50,14 +50,36 @@ pub struct BenchResult {
     pub duration_s: Option<f64>,
 }
 
+/// A run lasts less than this (about 31 years): a `t_s` beyond it is damage,
+/// and no chart or replay can wait for it.
+pub const MAX_RUN_S: f64 = 1e9;
+
+/// Whether `t_s` can be a time of a run: finite and within [`MAX_RUN_S`] of its start.
+pub fn usable_t_s(t_s: f64) -> bool {
+    t_s.is_finite() && t_s.abs() <= MAX_RUN_S
+}
+
 /// A typed record of one of the run's CSV files.
 pub trait CsvRecord: Sized {
     fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self>;
+    /// Empties the cells whose number is not finite (`inf`, `NaN`, `1e400`),
+    /// returning each one's column and value: no chart can place them.
+    fn clear_non_finite(&mut self) -> Vec<(String, f64)>;
+    /// Seconds since the run started, for records that have a time.
+    fn t_s(&self) -> Option<f64>;
 }
 
 impl CsvRecord for MetricsRow {
     fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
         MetricsRow::from_record(headers, record)
+    }
+
+    fn clear_non_finite(&mut self) -> Vec<(String, f64)> {
+        MetricsRow::clear_non_finite(self)
+    }
+
+    fn t_s(&self) -> Option<f64> {
+        Some(self.t_s)
     }
 }
 
@@ -72,11 +94,36 @@ impl CsvRecord for Decision {
     fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
         deserialize(headers, record)
     }
+
+    fn clear_non_finite(&mut self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
+    fn t_s(&self) -> Option<f64> {
+        Some(self.t_s)
+    }
 }
 
 impl CsvRecord for BenchResult {
     fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
         deserialize(headers, record)
+    }
+
+    fn clear_non_finite(&mut self) -> Vec<(String, f64)> {
+        let mut cleared = Vec::new();
+        for (column, cell) in [
+            ("value", &mut self.value),
+            ("duration_s", &mut self.duration_s),
+        ] {
+            if let Some(v) = cell.take_if(|v| !v.is_finite()) {
+                cleared.push((column.to_string(), v));
+            }
+        }
+        cleared
+    }
+
+    fn t_s(&self) -> Option<f64> {
+        None
     }
 }
 
@@ -84,6 +131,7 @@ impl CsvRecord for BenchResult {
 /// A missing file has no records yet; a last line without its newline is left
 /// for the next call (the writer is in the middle of it). A record that does not
 /// parse is skipped and counted, so a live reader never stops on one bad line.
+/// Numbers that are not finite are left out and noted (see [`CsvTail::notes`]).
 pub struct CsvTail<T> {
     path: PathBuf,
     offset: u64,
@@ -92,7 +140,19 @@ pub struct CsvTail<T> {
     /// Records skipped because they did not parse.
     pub skipped: u64,
     pub last_error: Option<String>,
+    /// What was left out of records that parsed, one line each naming the
+    /// file, the record (1 is the header) and the column; the reader takes them.
+    pub notes: Vec<String>,
     _record: std::marker::PhantomData<T>,
+}
+
+/// A whole CSV file of a run.
+#[derive(Debug)]
+pub struct CsvFile<T> {
+    pub headers: Option<csv::StringRecord>,
+    pub records: Vec<T>,
+    /// What was left out, as in [`CsvTail::notes`].
+    pub notes: Vec<String>,
 }
 
 impl<T: CsvRecord> CsvTail<T> {
@@ -104,6 +164,7 @@ impl<T: CsvRecord> CsvTail<T> {
             records_read: 0,
             skipped: 0,
             last_error: None,
+            notes: Vec::new(),
             _record: std::marker::PhantomData,
         }
     }
@@ -148,7 +209,11 @@ impl<T: CsvRecord> CsvTail<T> {
                         Some(headers) => T::from_record(headers, &record).map(Some),
                     });
             match parsed {
-                Ok(Some(record)) => records.push(record),
+                Ok(Some(mut record)) => {
+                    if self.usable(&mut record) {
+                        records.push(record);
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => {
                     self.skipped += 1;
@@ -163,8 +228,31 @@ impl<T: CsvRecord> CsvTail<T> {
         Ok(records)
     }
 
+    /// Clears the record's numbers that are not finite; false when its time
+    /// is unusable and the whole record must go. Each is noted.
+    fn usable(&mut self, record: &mut T) -> bool {
+        let cleared = record.clear_non_finite();
+        let bad_time = record.t_s().filter(|t_s| !usable_t_s(*t_s));
+        if cleared.is_empty() && bad_time.is_none() {
+            return true;
+        }
+        let at = format!("{} record {}", self.path.display(), self.records_read);
+        for (column, value) in cleared {
+            self.notes.push(format!(
+                "{at}: `{column}` is `{value}`, not a finite number; left out"
+            ));
+        }
+        if let Some(t_s) = bad_time {
+            self.notes.push(format!(
+                "{at}: `t_s` is `{t_s:e}`, not a time within {MAX_RUN_S:e} s of the run's start; \
+                 the record is left out"
+            ));
+        }
+        bad_time.is_none()
+    }
+
     /// Everything in the file, refusing it when any record is malformed.
-    pub fn read_all(mut self) -> Result<(Option<csv::StringRecord>, Vec<T>)> {
+    pub fn read_all(mut self) -> Result<CsvFile<T>> {
         let records = self.read_new()?;
         if let Some(e) = &self.last_error {
             bail!(
@@ -173,7 +261,11 @@ impl<T: CsvRecord> CsvTail<T> {
                 self.path.display()
             );
         }
-        Ok((self.headers, records))
+        Ok(CsvFile {
+            headers: self.headers,
+            records,
+            notes: self.notes,
+        })
     }
 }
 
@@ -186,6 +278,9 @@ pub struct Run {
     pub metrics: Vec<MetricsRow>,
     pub decisions: Vec<Decision>,
     pub bench: Vec<BenchResult>,
+    /// What was left out of the files (numbers that are not finite, records
+    /// without a usable time), one line each naming the file and record.
+    pub notes: Vec<String>,
 }
 
 /// Checks that `dir` is a directory, with an error that says where runs live.
@@ -212,13 +307,16 @@ pub fn read_run(dir: &Path) -> Result<Run> {
             dir.display()
         );
     }
-    let (headers, metrics) = CsvTail::<MetricsRow>::new(dir.join(METRICS_CSV)).read_all()?;
+    let metrics = CsvTail::<MetricsRow>::new(dir.join(METRICS_CSV)).read_all()?;
+    let decisions = CsvTail::<Decision>::new(dir.join(DECISIONS_CSV)).read_all()?;
+    let bench = CsvTail::<BenchResult>::new(dir.join(BENCH_CSV)).read_all()?;
     Ok(Run {
         dir: dir.to_path_buf(),
-        pcpus: headers.map_or(0, |h| pcpu_column_indexes(&h).len()),
-        metrics,
-        decisions: CsvTail::new(dir.join(DECISIONS_CSV)).read_all()?.1,
-        bench: CsvTail::new(dir.join(BENCH_CSV)).read_all()?.1,
+        pcpus: metrics.headers.map_or(0, |h| pcpu_column_indexes(&h).len()),
+        notes: [metrics.notes, decisions.notes, bench.notes].concat(),
+        metrics: metrics.records,
+        decisions: decisions.records,
+        bench: bench.records,
     })
 }
 
@@ -261,6 +359,57 @@ mod tests {
         assert_eq!(got[0].after, "640");
         assert_eq!(tail.skipped, 1);
         assert!(tail.last_error.as_ref().unwrap().contains("record 3"));
+    }
+
+    #[test]
+    fn numbers_that_are_not_finite_and_unusable_times_are_left_out_and_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METRICS_CSV);
+        let mut writer = super::super::row::MetricsWriter::create(&path, 1).unwrap();
+        let row = |t_s: f64, vm: &str| MetricsRow {
+            t_s,
+            vm: vm.into(),
+            cpu_pct: Some(5.0),
+            pcpu_pct: vec![Some(50.0)],
+            ..MetricsRow::default()
+        };
+        let mut damaged = row(2.0, "vm-1");
+        damaged.cpu_pct = Some(f64::NAN);
+        damaged.pcpu_pct = vec![Some(f64::NEG_INFINITY)];
+        writer
+            .write_sample(&[
+                row(1.0, "vm-1"),
+                damaged,
+                row(1e30, "vm-1"),
+                row(3.0, "vm-1"),
+            ])
+            .unwrap();
+        let file = CsvTail::<MetricsRow>::new(&path).read_all().unwrap();
+        let kept: Vec<(f64, Option<f64>, Option<f64>)> = file
+            .records
+            .iter()
+            .map(|r| (r.t_s, r.cpu_pct, r.pcpu_pct[0]))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (1.0, Some(5.0), Some(50.0)),
+                (2.0, None, None),
+                (3.0, Some(5.0), Some(50.0))
+            ]
+        );
+        let at = path.display();
+        assert_eq!(
+            file.notes,
+            [
+                format!("{at} record 3: `cpu_pct` is `NaN`, not a finite number; left out"),
+                format!("{at} record 3: `pcpu0_pct` is `-inf`, not a finite number; left out"),
+                format!(
+                    "{at} record 4: `t_s` is `1e30`, not a time within 1e9 s of the run's start; \
+                     the record is left out"
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! Text is drawn with DejaVu Sans compiled into the binary (plotters'
 //! `ab_glyph` backend), so the host's fontconfig is never asked. An empty cell
-//! of `metrics.csv` is a gap in its line, never a zero.
+//! of `metrics.csv` is a gap in its line, never a zero; so is a number that is
+//! not finite (a warning names its row), and a value beyond a chart's axis is
+//! drawn at its edge.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,11 +33,23 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(0, 125, 121),
 ];
 const GREY: RGBColor = RGBColor(120, 128, 140);
+/// Warnings about left-out values shown one by one; the rest are counted.
+const NOTES_SHOWN: usize = 10;
 
 /// Writes every figure the run has data for into `out_dir` (created if
 /// needed); returns the files written, PNG and SVG of each figure.
 pub fn plot(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let run = read_run(run_dir)?;
+    for note in run.notes.iter().take(NOTES_SHOWN) {
+        tracing::warn!("{note}");
+    }
+    if run.notes.len() > NOTES_SHOWN {
+        tracing::warn!(
+            "{} more values or records of `{}` are left out for the same reasons",
+            run.notes.len() - NOTES_SHOWN,
+            run_dir.display()
+        );
+    }
     let mut figures = Vec::new();
     if !run.metrics.is_empty() {
         figures.extend([Figure::Memory, Figure::Cpu]);
@@ -246,6 +260,11 @@ impl Line {
     }
 }
 
+/// `max` with `factor` of room above it, and never beyond the largest f64.
+fn headroom(max: f64, factor: f64) -> f64 {
+    (max * factor).min(f64::MAX)
+}
+
 /// Room on the right of a time chart for its legend.
 const LEGEND_WIDTH: u32 = 190;
 
@@ -267,13 +286,20 @@ where
         .iter()
         .flat_map(|l| l.points.iter().filter_map(|(_, v)| *v))
         .fold(0.0f64, f64::max);
-    let top = y_top.unwrap_or(if data_max > 0.0 { data_max * 1.1 } else { 1.0 });
+    let top = y_top.unwrap_or(if data_max > 0.0 {
+        headroom(data_max, 1.1)
+    } else {
+        1.0
+    });
+    // Only points inside the axes: plotters cannot place one millions of
+    // chart heights away (its pixel arithmetic overflows).
+    let inside = |(t, v): (f64, f64)| (t.clamp(x.start, x.end), v.clamp(0.0, top));
     let mut chart = ChartBuilder::on(&plot_area)
         .caption(caption, (FONT, 17))
         .margin(8)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(x, 0.0..top)?;
+        .build_cartesian_2d(x.clone(), 0.0..top)?;
     chart
         .configure_mesh()
         .x_desc("time since run start (s)")
@@ -288,6 +314,7 @@ where
     for (legend_row, line) in lines.iter().filter(|l| !l.is_empty()).enumerate() {
         let style = line.color.stroke_width(if line.dashed { 1 } else { 2 });
         for run in segments(&line.points) {
+            let run = run.into_iter().map(inside);
             if line.dashed {
                 chart.draw_series(DashedLineSeries::new(run, 6, 4, style))?;
             } else {
@@ -361,6 +388,9 @@ fn balloon_target(decisions: &[Decision], vm: &str, end_t_s: f64) -> Points {
         let (Ok(before), Ok(after)) = (d.before.parse::<f64>(), d.after.parse::<f64>()) else {
             continue;
         };
+        if !(before.is_finite() && after.is_finite()) {
+            continue;
+        }
         let previous = steps.last().and_then(|(_, v)| *v).unwrap_or(before);
         steps.extend([(d.t_s, Some(previous)), (d.t_s, Some(after))]);
     }
@@ -417,15 +447,19 @@ where
         })
         .collect();
     let caption = "pCPU utilisation, pin changes marked";
+    let x = x_range(m);
     let mut chart = time_chart(
         root,
         caption,
         "utilisation %",
-        x_range(m),
+        x.clone(),
         Some(118.0),
         &lines,
     )?;
-    let pins = run.decisions.iter().filter(|d| d.kind == "pin");
+    let pins = run
+        .decisions
+        .iter()
+        .filter(|d| d.kind == "pin" && (x.start..=x.end).contains(&d.t_s));
     for (i, pin) in pins.enumerate() {
         chart.draw_series(DashedLineSeries::new(
             [(pin.t_s, 0.0), (pin.t_s, 104.0)],
@@ -464,16 +498,16 @@ where
         .iter()
         .map(|((vcpus, mib), values)| format!("{vcpus} vCPU, {mib} MiB (n={})", values.len()))
         .collect();
+    let y_top = headroom(top, 1.15).max(1.0);
+    // Only points inside the axis (see `time_chart`).
+    let inside = |v: f64| v.clamp(0.0, y_top);
     let mut chart = ChartBuilder::on(root)
         .caption(caption, (FONT, 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64)
         // Integer ranges are inclusive here: 0..n-1 is n cells.
-        .build_cartesian_2d(
-            (0..cells.len() - 1).into_segmented(),
-            0.0..(top * 1.15).max(1.0),
-        )?;
+        .build_cartesian_2d((0..cells.len() - 1).into_segmented(), 0.0..y_top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -500,16 +534,16 @@ where
         let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
         chart.draw_series([ErrorBar::new_vertical(
             x.clone(),
-            min,
-            median,
-            max,
+            inside(min),
+            inside(median),
+            inside(max),
             PALETTE[0].stroke_width(2),
             16,
         )])?;
         chart.draw_series(
             values
                 .iter()
-                .map(|v| Circle::new((x.clone(), *v), 3, PALETTE[1].mix(0.6).filled())),
+                .map(|v| Circle::new((x.clone(), inside(*v)), 3, PALETTE[1].mix(0.6).filled())),
         )?;
     }
     Ok(())

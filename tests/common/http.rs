@@ -55,15 +55,20 @@ impl Drop for Served {
 
 /// `GET path` → (status, content type, body).
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    send(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends `request` as it is and reads the response to the end (10 s at
+/// most) → (status, content type, body).
+pub fn send(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
@@ -86,11 +91,26 @@ pub struct Events {
 
 impl Events {
     pub fn open(addr: SocketAddr) -> Self {
+        Self::opened(Self::ask(addr))
+    }
+
+    /// `count` streams, all asked for before any answer is read.
+    pub fn open_many(addr: SocketAddr, count: usize) -> Vec<Self> {
+        let asked: Vec<TcpStream> = (0..count).map(|_| Self::ask(addr)).collect();
+        asked.into_iter().map(Self::opened).collect()
+    }
+
+    fn ask(addr: SocketAddr) -> TcpStream {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        stream
+    }
+
+    /// Reads the response's head.
+    fn opened(stream: TcpStream) -> Self {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         loop {

@@ -305,3 +305,21 @@ pub fn append_samples(dir: &Path, ks: std::ops::Range<usize>) {
         .unwrap();
     std::io::Write::write_all(&mut file, &bytes[header_end..]).unwrap();
 }
+
+/// Sets `column` of record `record` (1 is the header) of `path` to `text`.
+pub fn set_cell(path: &Path, record: usize, column: &str, text: &str) {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .unwrap();
+    let mut records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let index = records[0].iter().position(|h| h == column).unwrap();
+    let mut cells: Vec<String> = records[record - 1].iter().map(str::to_string).collect();
+    cells[index] = text.to_string();
+    records[record - 1] = csv::StringRecord::from(cells);
+    let mut writer = csv::Writer::from_path(path).unwrap();
+    for r in &records {
+        writer.write_record(r).unwrap();
+    }
+    writer.flush().unwrap();
+}
