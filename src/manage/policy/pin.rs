@@ -68,12 +68,24 @@ impl Default for PinConfig {
 /// largest share competed for it: fair sharing gives equal shares to all
 /// who want more than they get.
 const STARVED_SHARE: f64 = 0.9;
-/// The same where other work takes more than [`FOREIGN_PCT`] of the pCPU:
-/// beside a build, one interval's shares of equal vCPUs differ by half
-/// (seen here: 13 to 24 % among four busy VMs on one pCPU), so only a vCPU
-/// well below the top surely wanted less.
-const STARVED_SHARE_BESIDE_OTHERS: f64 = 0.5;
+/// The same on a busy host (other work takes more than [`FOREIGN_PCT`] of
+/// some pCPU): beside a build, one interval's shares of equal vCPUs differ
+/// by half (seen here: 13 to 24 % among four busy VMs on one pCPU), so only
+/// a vCPU well below the top surely wanted less.
+const STARVED_SHARE_ON_A_BUSY_HOST: f64 = 0.5;
 const FOREIGN_PCT: f64 = 10.0;
+/// On a busy host a pCPU is saturated from this: the build's bursts leave
+/// its vCPUs waiting within the interval before it shows 100 %.
+const SATURATED_ON_A_BUSY_HOST_PCT: f64 = 80.0;
+
+/// Whether other work (not this round's vCPUs) took more than
+/// [`FOREIGN_PCT`] of some pCPU: the host is busy, its measures noisy.
+fn busy_host(pcpu_pct: &[f64], busy_pct: &[f64]) -> bool {
+    busy_pct
+        .iter()
+        .zip(pcpu_pct)
+        .any(|(busy, vcpus)| busy - vcpus > FOREIGN_PCT)
+}
 
 /// How many of the busiest and idlest pCPUs a step looks at: moves between
 /// the extremes are the ones that matter, and this bounds a round's cost.
@@ -117,8 +129,9 @@ pub fn plan(round: &Round, state: &mut PinState, cfg: &PinConfig) -> Vec<Decisio
     let starved = starved(&vcpus, &use_pct, &pcpu_pct, &busy_pct, cfg);
     round.forget_gone(&mut state.known_pct);
     let pinned: Vec<Option<u32>> = vcpus.iter().map(|v| v.sample.pinned_to(pcpus)).collect();
-    // Floating vCPUs blur who competed with whom: learn only when none is.
-    let clean = pinned.iter().all(Option::is_some);
+    // Floating vCPUs blur who competed with whom, and other work hides how
+    // much each wanted: learn only from a clean measure.
+    let clean = pinned.iter().all(Option::is_some) && !busy_host(&pcpu_pct, &busy_pct);
     let demand = state.demands(&vcpus, &starved, clean);
     let mut board = Board::new(pcpus as usize, &demand, &starved);
     for (i, p) in pinned.iter().enumerate() {
@@ -275,6 +288,7 @@ fn starved(
     busy_pct: &[f64],
     cfg: &PinConfig,
 ) -> Vec<bool> {
+    let busy_host = busy_host(pcpu_pct, busy_pct);
     let mut top = vec![0.0f64; busy_pct.len()];
     for (v, u) in vcpus.iter().zip(use_pct) {
         if let Some(t) = top.get_mut(v.sample.pcpu as usize) {
@@ -286,15 +300,15 @@ fn starved(
         .zip(use_pct)
         .map(|(v, u)| {
             let p = v.sample.pcpu as usize;
-            let (Some(busy), Some(vcpus_pct)) = (busy_pct.get(p), pcpu_pct.get(p)) else {
+            let Some(busy) = busy_pct.get(p) else {
                 return false;
             };
-            let share = if busy - vcpus_pct > FOREIGN_PCT {
-                STARVED_SHARE_BESIDE_OTHERS
+            let (saturated_pct, share) = if busy_host {
+                (SATURATED_ON_A_BUSY_HOST_PCT, STARVED_SHARE_ON_A_BUSY_HOST)
             } else {
-                STARVED_SHARE
+                (cfg.saturated_pct, STARVED_SHARE)
             };
-            *busy >= cfg.saturated_pct && *u >= share * top[p]
+            *busy >= saturated_pct && *u >= share * top[p]
         })
         .collect()
 }
