@@ -62,12 +62,18 @@ fn build_ci(w: &Workload, cache: &Path) -> Built {
     workload::build(w, &source_of(w), &params, cache).unwrap()
 }
 
-/// Runs the binary natively with the CI parameters in a fresh directory,
-/// as the guest would, and parses what it printed and wrote.
+/// Runs the binary natively with the CI parameters in a fresh directory
+/// holding its run files, as the guest would, and parses what it printed
+/// and wrote.
 fn run_ci(w: &Workload, built: &Built) -> Parsed {
     let params = w.resolve_preset(Preset::Ci, &[]).unwrap();
     let argv = w.run_argv(&params, built.binary.to_str().unwrap()).unwrap();
     let workdir = tempfile::tempdir().unwrap();
+    for rel in &w.run.files {
+        let to = workdir.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(w.dir.join(rel), to).unwrap();
+    }
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .current_dir(workdir.path())
