@@ -180,6 +180,7 @@ fn every_upstream_benchmark_builds_runs_and_parses() {
         ("hpccg", "total_mflop_per_s"),
         ("minife", "total_cg_mflop_per_s"),
         ("xsbench", "lookups_per_s"),
+        ("rsbench", "lookups_per_s"),
     ] {
         let w = load(name);
         let parsed = run_ci(&w, &build_ci(&w, cache.path()));

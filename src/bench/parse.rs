@@ -46,7 +46,8 @@ const PARSERS: &[(&str, Parser)] = &[
     ("hpcg", hpcg),
     ("hpccg", hpccg),
     ("minife", minife),
-    ("xsbench", xsbench),
+    ("xsbench", lookups_block),
+    ("rsbench", lookups_block),
 ];
 
 /// True if `parse` knows a parser of this name.
@@ -331,15 +332,16 @@ fn flatten_yaml(text: &str) -> BTreeMap<String, &str> {
     doc
 }
 
-// --- XSBench --------------------------------------------------------------------
+// --- XSBench, RSBench -----------------------------------------------------------
 
-/// The RESULTS block on stdout: `Runtime:`, `Lookups:`, `Lookups/s:` (numbers
-/// with thousands separators), then `Verification checksum: N (Valid)`.
+/// The RESULTS block on stdout, the same in XSBench and RSBench (one author):
+/// `Runtime:`, `Lookups:`, `Lookups/s:` (numbers with thousands separators),
+/// then `Verification checksum: N (Valid)`.
 ///
-/// XSBench knows the checksum of its default problems only and calls every
-/// other size invalid (and exits 1), so only `(Valid)` is a verdict; the
+/// Both know the checksum of their default problems only and call every
+/// other size invalid (and exit 1), so only `(Valid)` is a verdict; the
 /// warning on another size says nothing about the result (`valid` is `None`).
-fn xsbench(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+fn lookups_block(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
     let mut metrics = Vec::new();
     for (label, name, unit) in [
         ("Runtime:", "runtime_s", "s"),
@@ -516,7 +518,7 @@ mod tests {
     fn unknown_parser_lists_the_known_ones() {
         assert_eq!(
             error("linpack", "", &[]),
-            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench"
+            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench"
         );
     }
 
@@ -784,13 +786,38 @@ mod tests {
     }
 
     #[test]
-    fn xsbench_cut_short() {
-        let (stdout, _) = fixture("xsbench");
-        let before_checksum = &stdout[..stdout.find("Verification").unwrap()];
-        assert!(
-            error("xsbench", before_checksum, &[]).contains("no `Verification checksum:` line")
+    fn rsbench_lookups_and_checksum() {
+        let parsed = parse_fixture("rsbench");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("runtime_s", 0.156, "s"),
+                ("lookups", 34000.0, "lookups"),
+                ("lookups_per_s", 218169.0, "lookups/s"),
+            ]
         );
-        let before_results = &stdout[..stdout.find("RESULTS").unwrap()];
-        assert!(error("xsbench", before_results, &[]).contains("no `Runtime:` line"));
+        assert_eq!(parsed.valid, None, "no checksum for this size");
+        let (stdout, _) = fixture("rsbench-default");
+        let default = parse("rsbench", &stdout, &[]).unwrap();
+        assert_eq!(default.valid, Some(true));
+        assert_eq!(default.get("lookups"), Some(10_200_000.0));
+        assert_eq!(default.get("lookups_per_s"), Some(140_263.0));
+    }
+
+    #[test]
+    fn lookup_benchmarks_cut_short() {
+        for name in ["xsbench", "rsbench"] {
+            let (stdout, _) = fixture(name);
+            let before_checksum = &stdout[..stdout.find("Verification").unwrap()];
+            assert!(
+                error(name, before_checksum, &[]).contains("no `Verification checksum:` line"),
+                "{name}"
+            );
+            let before_results = &stdout[..stdout.find("RESULTS").unwrap()];
+            assert!(
+                error(name, before_results, &[]).contains("no `Runtime:` line"),
+                "{name}"
+            );
+        }
     }
 }

@@ -969,6 +969,7 @@ files = ["result-*.txt"]
                 "hpcg",
                 "memory_hog",
                 "minife",
+                "rsbench",
                 "stream",
                 "xsbench"
             ]
@@ -1171,7 +1172,7 @@ files = ["result-*.txt"]
             (
                 "parser = \"memory_hog\"",
                 "parser = \"linpack\"",
-                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench",
+                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench",
             ),
             (
                 "files = [\"result-*.txt\"]",
@@ -1214,7 +1215,7 @@ files = ["result-*.txt"]
         assert_eq!(
             err,
             format!(
-                "unknown workload `linpack`; known: cpu_hog, hpccg, hpcg, memory_hog, minife, stream, xsbench (in {})",
+                "unknown workload `linpack`; known: cpu_hog, hpccg, hpcg, memory_hog, minife, rsbench, stream, xsbench (in {})",
                 repo_workloads().display()
             )
         );
