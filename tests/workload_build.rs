@@ -181,6 +181,7 @@ fn every_upstream_benchmark_builds_runs_and_parses() {
         ("minife", "total_cg_mflop_per_s"),
         ("xsbench", "lookups_per_s"),
         ("rsbench", "lookups_per_s"),
+        ("simplemoc", "time_per_intersection_ns"),
     ] {
         let w = load(name);
         let parsed = run_ci(&w, &build_ci(&w, cache.path()));

@@ -48,6 +48,7 @@ const PARSERS: &[(&str, Parser)] = &[
     ("minife", minife),
     ("xsbench", lookups_block),
     ("rsbench", lookups_block),
+    ("simplemoc", simplemoc),
 ];
 
 /// True if `parse` knows a parser of this name.
@@ -342,24 +343,14 @@ fn flatten_yaml(text: &str) -> BTreeMap<String, &str> {
 /// other size invalid (and exit 1), so only `(Valid)` is a verdict; the
 /// warning on another size says nothing about the result (`valid` is `None`).
 fn lookups_block(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
-    let mut metrics = Vec::new();
-    for (label, name, unit) in [
-        ("Runtime:", "runtime_s", "s"),
-        ("Lookups:", "lookups", "lookups"),
-        ("Lookups/s:", "lookups_per_s", "lookups/s"),
-    ] {
-        let line = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(label))
-            .ok_or_else(|| anyhow!("no `{label}` line: the output is cut short"))?;
-        let first = line.split_whitespace().next().unwrap_or("");
-        metrics.push(Metric {
-            name: name.into(),
-            value: parse_number(&first.replace(',', ""))
-                .with_context(|| format!("the `{label}` line"))?,
-            unit: unit.into(),
-        });
-    }
+    let metrics = labelled_metrics(
+        stdout,
+        &[
+            ("runtime_s", "Runtime:", "s"),
+            ("lookups", "Lookups:", "lookups"),
+            ("lookups_per_s", "Lookups/s:", "lookups/s"),
+        ],
+    )?;
     let checksum = stdout
         .lines()
         .find(|l| l.starts_with("Verification checksum:"))
@@ -370,7 +361,52 @@ fn lookups_block(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
     })
 }
 
+// --- SimpleMOC ------------------------------------------------------------------
+
+/// The RESULTS SUMMARY on stdout (`Transport Sweep Time:  0.06 sec   (98.0%)`,
+/// seconds with two decimals) and the 3-D track count of the INPUT SUMMARY.
+/// Its figure of merit is the time per intersection (per segment and energy
+/// group) of the transport sweep: lower is better. SimpleMOC judges nothing
+/// (its keff comes from random data): no verdict.
+fn simplemoc(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+    let metrics = labelled_metrics(
+        stdout,
+        &[
+            ("time_per_intersection_ns", "Time per Intersection:", "ns"),
+            ("transport_sweep_s", "Transport Sweep Time:", "s"),
+            ("total_s", "Total Time:", "s"),
+            ("tracks_3d", "3D Tracks:", "tracks"),
+        ],
+    )?;
+    Ok(Parsed {
+        metrics,
+        valid: None,
+    })
+}
+
 // --- shared helpers -------------------------------------------------------------
+
+/// Metrics from `Label: value …` lines: (metric name, label, unit) each; the
+/// value is the first word after the label, thousands separators allowed.
+/// The first line that starts with a label is the one read.
+fn labelled_metrics(stdout: &str, wanted: &[(&str, &str, &str)]) -> Result<Vec<Metric>> {
+    wanted
+        .iter()
+        .map(|(name, label, unit)| {
+            let rest = stdout
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix(label))
+                .ok_or_else(|| anyhow!("no `{label}` line: the output is cut short"))?;
+            let first = rest.split_whitespace().next().unwrap_or("");
+            Ok(Metric {
+                name: (*name).into(),
+                value: parse_number(&first.replace(',', ""))
+                    .with_context(|| format!("the `{label}` line"))?,
+                unit: (*unit).into(),
+            })
+        })
+        .collect()
+}
 
 /// The one result file whose name has this prefix and suffix.
 fn result_file<'a>(
@@ -518,7 +554,7 @@ mod tests {
     fn unknown_parser_lists_the_known_ones() {
         assert_eq!(
             error("linpack", "", &[]),
-            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench"
+            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc"
         );
     }
 
@@ -802,6 +838,35 @@ mod tests {
         assert_eq!(default.valid, Some(true));
         assert_eq!(default.get("lookups"), Some(10_200_000.0));
         assert_eq!(default.get("lookups_per_s"), Some(140_263.0));
+    }
+
+    #[test]
+    fn simplemoc_time_per_intersection() {
+        let parsed = parse_fixture("simplemoc");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("time_per_intersection_ns", 28.46, "ns"),
+                ("transport_sweep_s", 0.06, "s"),
+                ("total_s", 0.07, "s"),
+                ("tracks_3d", 9600.0, "tracks"),
+            ]
+        );
+        assert_eq!(parsed.valid, None);
+    }
+
+    #[test]
+    fn simplemoc_cut_short() {
+        let (stdout, _) = fixture("simplemoc");
+        let before_results = &stdout[..stdout.find("RESULTS SUMMARY").unwrap()];
+        assert_eq!(
+            error("simplemoc", before_results, &[]),
+            "reading the output of `simplemoc`: no `Time per Intersection:` line: the output is cut short"
+        );
+        // What SimpleMOC prints (src/io.c) before it crashes on an input deck
+        // it cannot open.
+        let no_deck = "Attempting to open FIle: gone.in\nOpened FIle: gone.in\nFIle Open FAILED\n";
+        assert!(error("simplemoc", no_deck, &[]).contains("no `Time per Intersection:` line"));
     }
 
     #[test]

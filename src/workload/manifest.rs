@@ -970,6 +970,7 @@ files = ["result-*.txt"]
                 "memory_hog",
                 "minife",
                 "rsbench",
+                "simplemoc",
                 "stream",
                 "xsbench"
             ]
@@ -1172,7 +1173,7 @@ files = ["result-*.txt"]
             (
                 "parser = \"memory_hog\"",
                 "parser = \"linpack\"",
-                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench",
+                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc",
             ),
             (
                 "files = [\"result-*.txt\"]",
@@ -1215,7 +1216,7 @@ files = ["result-*.txt"]
         assert_eq!(
             err,
             format!(
-                "unknown workload `linpack`; known: cpu_hog, hpccg, hpcg, memory_hog, minife, rsbench, stream, xsbench (in {})",
+                "unknown workload `linpack`; known: cpu_hog, hpccg, hpcg, memory_hog, minife, rsbench, simplemoc, stream, xsbench (in {})",
                 repo_workloads().display()
             )
         );
