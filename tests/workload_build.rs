@@ -182,6 +182,7 @@ fn every_upstream_benchmark_builds_runs_and_parses() {
         ("xsbench", "lookups_per_s"),
         ("rsbench", "lookups_per_s"),
         ("simplemoc", "time_per_intersection_ns"),
+        ("cohmm", "comd_calls"),
     ] {
         let w = load(name);
         let parsed = run_ci(&w, &build_ci(&w, cache.path()));

@@ -49,6 +49,7 @@ const PARSERS: &[(&str, Parser)] = &[
     ("xsbench", lookups_block),
     ("rsbench", lookups_block),
     ("simplemoc", simplemoc),
+    ("cohmm", cohmm),
 ];
 
 /// True if `parse` knows a parser of this name.
@@ -384,6 +385,49 @@ fn simplemoc(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
     })
 }
 
+// --- CoHMM ----------------------------------------------------------------------
+
+/// The parameters CoHMM echoes (`Number of HMM grid points 400`) and its
+/// closing counts of fine-scale (CoMD) calls and wall time. The wall time is
+/// what CoHMM measures, whole seconds of time(2): 0 for a run under a
+/// second (`duration_s` in bench.csv is vmlab's own, finer timing). No verdict.
+fn cohmm(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+    // It exits 0 when its input deck is missing.
+    ensure!(
+        !stdout.contains("Could not find an input file!"),
+        "CoHMM found no input deck (`Could not find an input file!`): input/input<N>.txt must be in its working directory"
+    );
+    let metrics = labelled_metrics(
+        stdout,
+        &[
+            ("wall_clock_s", "Wall clock execution time", "s"),
+            // The first line of this label; the next ones add words to it.
+            ("comd_calls", "Number of CoMD calls", "calls"),
+            (
+                "comd_calls_avoided",
+                "Number of CoMD calls avoided with the adaptive mesh",
+                "calls",
+            ),
+            (
+                "coarsening_calls",
+                "Number of CoMD calls from the mesh coarsening scheme",
+                "calls",
+            ),
+            (
+                "refinement_calls",
+                "Number of CoMD calls from the mesh refinement scheme",
+                "calls",
+            ),
+            ("grid_points", "Number of HMM grid points", "points"),
+            ("time_steps", "Number of HMM time steps", "steps"),
+        ],
+    )?;
+    Ok(Parsed {
+        metrics,
+        valid: None,
+    })
+}
+
 // --- shared helpers -------------------------------------------------------------
 
 /// Metrics from `Label: value …` lines: (metric name, label, unit) each; the
@@ -554,7 +598,7 @@ mod tests {
     fn unknown_parser_lists_the_known_ones() {
         assert_eq!(
             error("linpack", "", &[]),
-            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc"
+            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm"
         );
     }
 
@@ -867,6 +911,44 @@ mod tests {
         // it cannot open.
         let no_deck = "Attempting to open FIle: gone.in\nOpened FIle: gone.in\nFIle Open FAILED\n";
         assert!(error("simplemoc", no_deck, &[]).contains("no `Time per Intersection:` line"));
+    }
+
+    #[test]
+    fn cohmm_calls_and_wall_time() {
+        let parsed = parse_fixture("cohmm");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("wall_clock_s", 0.0, "s"),
+                ("comd_calls", 184913.0, "calls"),
+                ("comd_calls_avoided", 455087.0, "calls"),
+                ("coarsening_calls", 44584.0, "calls"),
+                ("refinement_calls", 140329.0, "calls"),
+                ("grid_points", 400.0, "points"),
+                ("time_steps", 400.0, "steps"),
+            ]
+        );
+        assert_eq!(parsed.valid, None);
+    }
+
+    #[test]
+    fn cohmm_without_its_deck_or_cut_short() {
+        // What cohmm.c prints (and exits 0) when input/inputN.txt is missing.
+        assert_eq!(
+            error("cohmm", "Could not find an input file! Closing :-( \n", &[]),
+            "reading the output of `cohmm`: CoHMM found no input deck (`Could not find an input file!`): input/input<N>.txt must be in its working directory"
+        );
+        let (stdout, _) = fixture("cohmm");
+        let before_wall = &stdout[..stdout.find("Wall clock").unwrap()];
+        assert!(error("cohmm", before_wall, &[]).contains("no `Wall clock execution time` line"));
+        let without_refinement = stdout.replace(
+            "Number of CoMD calls from the mesh refinement scheme  140329 \n",
+            "",
+        );
+        assert!(
+            error("cohmm", &without_refinement, &[])
+                .contains("no `Number of CoMD calls from the mesh refinement scheme` line")
+        );
     }
 
     #[test]

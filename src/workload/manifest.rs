@@ -964,6 +964,7 @@ files = ["result-*.txt"]
         assert_eq!(
             names,
             [
+                "cohmm",
                 "cpu_hog",
                 "hpccg",
                 "hpcg",
@@ -1173,7 +1174,7 @@ files = ["result-*.txt"]
             (
                 "parser = \"memory_hog\"",
                 "parser = \"linpack\"",
-                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc",
+                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm",
             ),
             (
                 "files = [\"result-*.txt\"]",
@@ -1216,7 +1217,7 @@ files = ["result-*.txt"]
         assert_eq!(
             err,
             format!(
-                "unknown workload `linpack`; known: cpu_hog, hpccg, hpcg, memory_hog, minife, rsbench, simplemoc, stream, xsbench (in {})",
+                "unknown workload `linpack`; known: cohmm, cpu_hog, hpccg, hpcg, memory_hog, minife, rsbench, simplemoc, stream, xsbench (in {})",
                 repo_workloads().display()
             )
         );
