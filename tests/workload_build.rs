@@ -193,6 +193,32 @@ fn every_upstream_benchmark_builds_runs_and_parses() {
     }
 }
 
+/// miniQMC also needs CMake, git and Debian's static BLAS/LAPACK with
+/// gfortran's runtime (its manifest names their paths).
+#[test]
+fn miniqmc_builds_with_cmake_and_static_blas() {
+    require_tools!();
+    let needs = ["cmake", "git"].map(|t| which::which(t).is_ok());
+    let libs = [
+        "/usr/lib/x86_64-linux-gnu/libblas.a",
+        "/usr/lib/x86_64-linux-gnu/liblapack.a",
+    ];
+    if needs.contains(&false) || !libs.iter().all(|l| Path::new(l).is_file()) {
+        eprintln!(
+            "skipped: needs cmake, git and {} (scripts/setup installs them)",
+            libs.join(", ")
+        );
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let w = load("miniqmc");
+    let parsed = run_ci(&w, &build_ci(&w, cache.path()));
+    for metric in ["total_s", "diffusion_s", "pseudopotential_s"] {
+        assert!(parsed.get(metric).unwrap() > 0.0, "{metric}: {parsed:?}");
+    }
+    assert_eq!(parsed.get("threads"), Some(1.0), "OMP_NUM_THREADS=1");
+}
+
 #[test]
 fn hpcg_builds_with_openmp() {
     require_tools!();

@@ -50,6 +50,7 @@ const PARSERS: &[(&str, Parser)] = &[
     ("rsbench", lookups_block),
     ("simplemoc", simplemoc),
     ("cohmm", cohmm),
+    ("miniqmc", miniqmc),
 ];
 
 /// True if `parse` knows a parser of this name.
@@ -322,16 +323,23 @@ fn flatten_yaml(text: &str) -> BTreeMap<String, &str> {
         };
         // HPCCG aligns its values: `Total   : 4280.49`.
         let (key, value) = (key.trim_end(), value.trim());
-        while parents.last().is_some_and(|(i, _)| *i >= indent) {
-            parents.pop();
-        }
-        let path: Vec<&str> = parents.iter().map(|(_, k)| *k).chain([key]).collect();
-        doc.entry(path.join("::")).or_insert(value);
+        doc.entry(nested_path(&mut parents, indent, key))
+            .or_insert(value);
         if value.is_empty() {
             parents.push((indent, key));
         }
     }
     doc
+}
+
+/// The `::`-joined path of `key`, indented by `indent`, under the `parents`
+/// (indent, key) above it; drops the parents it is not under.
+fn nested_path<'a>(parents: &mut Vec<(usize, &'a str)>, indent: usize, key: &'a str) -> String {
+    while parents.last().is_some_and(|(i, _)| *i >= indent) {
+        parents.pop();
+    }
+    let path: Vec<&str> = parents.iter().map(|(_, k)| *k).chain([key]).collect();
+    path.join("::")
 }
 
 // --- XSBench, RSBench -----------------------------------------------------------
@@ -420,6 +428,58 @@ fn cohmm(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
             ),
             ("grid_points", "Number of HMM grid points", "points"),
             ("time_steps", "Number of HMM time steps", "steps"),
+        ],
+    )?;
+    Ok(Parsed {
+        metrics,
+        valid: None,
+    })
+}
+
+// --- miniQMC --------------------------------------------------------------------
+
+const MINIQMC_TIMERS: &str = "Stack timer profile in seconds";
+
+/// The `key = value` lines miniQMC starts with (`OpenMP threads = 1`) and
+/// its timer table: `Timer Inclusive_time Exclusive_time Calls Time_per_call`
+/// rows, two spaces of indent per level, read as `::`-joined paths
+/// (`Total::Diffusion`) to their inclusive seconds. miniQMC judges nothing:
+/// no verdict.
+fn miniqmc(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+    let (head, table) = stdout
+        .split_once(MINIQMC_TIMERS)
+        .ok_or_else(|| anyhow!("no timer table (`{MINIQMC_TIMERS}`): the output is cut short"))?;
+    let mut doc: BTreeMap<String, &str> = head
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim()))
+        .collect();
+    let mut parents: Vec<(usize, &str)> = Vec::new();
+    for line in table.lines() {
+        // A row ends in four numbers; the header and a row cut short do not.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(split) = words.len().checked_sub(4).filter(|&n| n > 0) else {
+            continue;
+        };
+        if words[split..].iter().any(|w| w.parse::<f64>().is_err()) {
+            continue;
+        }
+        let name_end = line.find(words[split]).unwrap_or(line.len());
+        let name = line[..name_end].trim();
+        let indent = line.len() - line.trim_start().len();
+        doc.insert(nested_path(&mut parents, indent, name), words[split]);
+        parents.push((indent, name));
+    }
+    let metrics = metrics_from(
+        &doc,
+        "miniQMC's output",
+        &[
+            ("total_s", "Total", "s"),
+            ("diffusion_s", "Total::Diffusion", "s"),
+            ("pseudopotential_s", "Total::Pseudopotential", "s"),
+            ("initialization_s", "Total::Initialization", "s"),
+            ("electrons", "Number of electrons", "electrons"),
+            ("threads", "OpenMP threads", "threads"),
         ],
     )?;
     Ok(Parsed {
@@ -598,7 +658,7 @@ mod tests {
     fn unknown_parser_lists_the_known_ones() {
         assert_eq!(
             error("linpack", "", &[]),
-            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm"
+            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm, miniqmc"
         );
     }
 
@@ -948,6 +1008,53 @@ mod tests {
         assert!(
             error("cohmm", &without_refinement, &[])
                 .contains("no `Number of CoMD calls from the mesh refinement scheme` line")
+        );
+    }
+
+    #[test]
+    fn miniqmc_timer_table() {
+        let parsed = parse_fixture("miniqmc");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("total_s", 0.0644, "s"),
+                ("diffusion_s", 0.0269, "s"),
+                ("pseudopotential_s", 0.0083, "s"),
+                ("initialization_s", 0.0292, "s"),
+                ("electrons", 384.0, "electrons"),
+                ("threads", 1.0, "threads"),
+            ]
+        );
+        assert_eq!(parsed.valid, None);
+    }
+
+    /// A row is known by its path: a deeper row of the same name as a
+    /// top-level one (made here by renaming `Pseudopotential::Value`) does
+    /// not stand in for it.
+    #[test]
+    fn miniqmc_rows_nest_by_indent() {
+        let (stdout, _) = fixture("miniqmc");
+        let value_row = "    Value                          0.0035";
+        assert!(stdout.contains(value_row));
+        let renamed = stdout.replace(value_row, "    Diffusion                      0.0035");
+        let parsed = parse("miniqmc", &renamed, &[]).unwrap();
+        assert_eq!(parsed.get("diffusion_s"), Some(0.0269));
+        assert_eq!(parsed.get("pseudopotential_s"), Some(0.0083));
+    }
+
+    #[test]
+    fn miniqmc_cut_short() {
+        let (stdout, _) = fixture("miniqmc");
+        let before_table = &stdout[..stdout.find(MINIQMC_TIMERS).unwrap()];
+        assert_eq!(
+            error("miniqmc", before_table, &[]),
+            "reading the output of `miniqmc`: no timer table (`Stack timer profile in seconds`): the output is cut short"
+        );
+        // Cut inside the Pseudopotential row: that row is torn, not read.
+        let torn = &stdout[..stdout.find("  Pseudopotential").unwrap() + 40];
+        assert_eq!(
+            error("miniqmc", torn, &[]),
+            "reading the output of `miniqmc`: miniQMC's output has no `Total::Pseudopotential`: the output is cut short"
         );
     }
 

@@ -970,6 +970,7 @@ files = ["result-*.txt"]
                 "hpcg",
                 "memory_hog",
                 "minife",
+                "miniqmc",
                 "rsbench",
                 "simplemoc",
                 "stream",
@@ -1174,7 +1175,7 @@ files = ["result-*.txt"]
             (
                 "parser = \"memory_hog\"",
                 "parser = \"linpack\"",
-                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm",
+                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm, miniqmc",
             ),
             (
                 "files = [\"result-*.txt\"]",
@@ -1217,7 +1218,7 @@ files = ["result-*.txt"]
         assert_eq!(
             err,
             format!(
-                "unknown workload `linpack`; known: cohmm, cpu_hog, hpccg, hpcg, memory_hog, minife, rsbench, simplemoc, stream, xsbench (in {})",
+                "unknown workload `linpack`; known: cohmm, cpu_hog, hpccg, hpcg, memory_hog, minife, miniqmc, rsbench, simplemoc, stream, xsbench (in {})",
                 repo_workloads().display()
             )
         );
