@@ -1,7 +1,7 @@
 //! Real builds on this host through `workload::build`: gcc, g++, make, tar and
 //! the upstream archives in `../shared/benchmarks` (a local mirror, found by
 //! SHA-256). Each test prints `skipped: …` and returns when those are missing.
-//! Run with `cargo test --test workload_build` (about a minute on 2 cores).
+//! Run with `cargo test --test workload_build` (about three minutes on 2 cores).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
