@@ -350,13 +350,24 @@ fn the_ecp_proxy_apps_run_once_each() {
         ("miniqmc", "total_s", "s"),
     ] {
         let out = lab.ok(&["bench", bench, "--ci"]);
-        let rows = csv_rows(&printed_run_dir(home(), &out).join("bench.csv"));
+        let dir = printed_run_dir(home(), &out);
+        let rows = csv_rows(&dir.join("bench.csv"));
         let row = rows
             .iter()
             .find(|r| r["metric"] == metric)
             .unwrap_or_else(|| panic!("{bench}: no {metric} in {rows:?}"));
         assert!(row["value"].parse::<f64>().unwrap() > 0.0, "{row:?}");
         assert_eq!(row["unit"], unit);
+        // run.json names every input deck of the manifest.
+        let workloads = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let manifest = vmlab::workload::load(&workloads, bench).unwrap();
+        let recorded: Vec<String> = run_json(&dir)["run_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f[0].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(recorded, manifest.run.files, "{bench}");
     }
 }
 

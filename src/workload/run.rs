@@ -117,6 +117,15 @@ impl Program<'_> {
             .collect()
     }
 
+    /// (path in the working directory, SHA-256) of each run file, for the record.
+    pub fn run_file_digests(&self) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .run_files()?
+            .into_iter()
+            .map(|file| (file.rel, file.sha256))
+            .collect())
+    }
+
     /// Shell commands that link the run files into the current directory,
     /// each ending in `&& `; empty when there are none.
     fn link_run_files(&self) -> Result<String> {
@@ -353,7 +362,8 @@ mod tests {
     }
 
     /// The link commands, run by a real shell in an empty directory, leave
-    /// each run file at its path, pointing at its digest's place in the guest.
+    /// each run file at its path, pointing at its digest's place in the
+    /// guest; the record names the same digests.
     #[test]
     fn run_files_are_linked_by_digest_into_the_working_directory() {
         let (_root, workload) = with_run_files();
@@ -377,6 +387,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
+        let mut recorded = Vec::new();
         for (rel, content) in [
             ("top.in", "1 - size\n"),
             ("input/deck.txt", "it's a deck\n"),
@@ -389,7 +400,9 @@ mod tests {
                 Path::new(&format!("{GUEST_ROOT}/files/{}/{name}", &sha[..16])),
                 "{rel}"
             );
+            recorded.push((rel.to_owned(), sha));
         }
+        assert_eq!(program.run_file_digests().unwrap(), recorded);
     }
 
     #[test]
