@@ -275,7 +275,7 @@ fn bad_workload_requests_are_one_line_errors_and_leave_no_results() {
         (
             &["bench", "nope"],
             125,
-            "error: unknown workload `nope`; known: cpu_hog, hpccg, hpcg, memory_hog",
+            "error: unknown workload `nope`; known: cohmm, cpu_hog, hpccg, hpcg, memory_hog",
         ),
         (
             &["bench", "stream", "--param", "bogus=1"],

@@ -332,6 +332,9 @@ fn num_cpus() -> u64 {
     std::thread::available_parallelism().unwrap().get() as u64
 }
 
+/// Each proxy app at its CI size on one VM, its figure of merit read back
+/// from bench.csv. SimpleMOC and CoHMM also prove their input decks reached
+/// the guest: without them SimpleMOC crashes and CoHMM prints no counts.
 #[test]
 #[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
 fn the_ecp_proxy_apps_run_once_each() {
@@ -341,15 +344,30 @@ fn the_ecp_proxy_apps_run_once_each() {
         ("hpccg", "total_mflop_per_s", "MFLOP/s"),
         ("minife", "total_cg_mflop_per_s", "MFLOP/s"),
         ("xsbench", "lookups_per_s", "lookups/s"),
+        ("rsbench", "lookups_per_s", "lookups/s"),
+        ("simplemoc", "time_per_intersection_ns", "ns"),
+        ("cohmm", "comd_calls", "calls"),
+        ("miniqmc", "total_s", "s"),
     ] {
         let out = lab.ok(&["bench", bench, "--ci"]);
-        let rows = csv_rows(&printed_run_dir(home(), &out).join("bench.csv"));
+        let dir = printed_run_dir(home(), &out);
+        let rows = csv_rows(&dir.join("bench.csv"));
         let row = rows
             .iter()
             .find(|r| r["metric"] == metric)
             .unwrap_or_else(|| panic!("{bench}: no {metric} in {rows:?}"));
         assert!(row["value"].parse::<f64>().unwrap() > 0.0, "{row:?}");
         assert_eq!(row["unit"], unit);
+        // run.json names every input deck of the manifest.
+        let workloads = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let manifest = vmlab::workload::load(&workloads, bench).unwrap();
+        let recorded: Vec<String> = run_json(&dir)["run_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f[0].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(recorded, manifest.run.files, "{bench}");
     }
 }
 

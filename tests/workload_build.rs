@@ -1,7 +1,7 @@
 //! Real builds on this host through `workload::build`: gcc, g++, make, tar and
 //! the upstream archives in `../shared/benchmarks` (a local mirror, found by
 //! SHA-256). Each test prints `skipped: …` and returns when those are missing.
-//! Run with `cargo test --test workload_build` (about a minute on 2 cores).
+//! Run with `cargo test --test workload_build` (about three minutes on 2 cores).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,12 +62,18 @@ fn build_ci(w: &Workload, cache: &Path) -> Built {
     workload::build(w, &source_of(w), &params, cache).unwrap()
 }
 
-/// Runs the binary natively with the CI parameters in a fresh directory,
-/// as the guest would, and parses what it printed and wrote.
+/// Runs the binary natively with the CI parameters in a fresh directory
+/// holding its run files, as the guest would, and parses what it printed
+/// and wrote.
 fn run_ci(w: &Workload, built: &Built) -> Parsed {
     let params = w.resolve_preset(Preset::Ci, &[]).unwrap();
     let argv = w.run_argv(&params, built.binary.to_str().unwrap()).unwrap();
     let workdir = tempfile::tempdir().unwrap();
+    for rel in &w.run.files {
+        let to = workdir.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(w.dir.join(rel), to).unwrap();
+    }
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .current_dir(workdir.path())
@@ -174,6 +180,9 @@ fn every_upstream_benchmark_builds_runs_and_parses() {
         ("hpccg", "total_mflop_per_s"),
         ("minife", "total_cg_mflop_per_s"),
         ("xsbench", "lookups_per_s"),
+        ("rsbench", "lookups_per_s"),
+        ("simplemoc", "time_per_intersection_ns"),
+        ("cohmm", "comd_calls"),
     ] {
         let w = load(name);
         let parsed = run_ci(&w, &build_ci(&w, cache.path()));
@@ -182,6 +191,32 @@ fn every_upstream_benchmark_builds_runs_and_parses() {
             assert_eq!(parsed.valid, Some(true));
         }
     }
+}
+
+/// miniQMC also needs CMake, git and Debian's static BLAS/LAPACK with
+/// gfortran's runtime (its manifest names their paths).
+#[test]
+fn miniqmc_builds_with_cmake_and_static_blas() {
+    require_tools!();
+    let needs = ["cmake", "git"].map(|t| which::which(t).is_ok());
+    let libs = [
+        "/usr/lib/x86_64-linux-gnu/libblas.a",
+        "/usr/lib/x86_64-linux-gnu/liblapack.a",
+    ];
+    if needs.contains(&false) || !libs.iter().all(|l| Path::new(l).is_file()) {
+        eprintln!(
+            "skipped: needs cmake, git and {} (scripts/setup installs them)",
+            libs.join(", ")
+        );
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let w = load("miniqmc");
+    let parsed = run_ci(&w, &build_ci(&w, cache.path()));
+    for metric in ["total_s", "diffusion_s", "pseudopotential_s"] {
+        assert!(parsed.get(metric).unwrap() > 0.0, "{metric}: {parsed:?}");
+    }
+    assert_eq!(parsed.get("threads"), Some(1.0), "OMP_NUM_THREADS=1");
 }
 
 #[test]

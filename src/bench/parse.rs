@@ -46,7 +46,11 @@ const PARSERS: &[(&str, Parser)] = &[
     ("hpcg", hpcg),
     ("hpccg", hpccg),
     ("minife", minife),
-    ("xsbench", xsbench),
+    ("xsbench", lookups_block),
+    ("rsbench", lookups_block),
+    ("simplemoc", simplemoc),
+    ("cohmm", cohmm),
+    ("miniqmc", miniqmc),
 ];
 
 /// True if `parse` knows a parser of this name.
@@ -319,11 +323,8 @@ fn flatten_yaml(text: &str) -> BTreeMap<String, &str> {
         };
         // HPCCG aligns its values: `Total   : 4280.49`.
         let (key, value) = (key.trim_end(), value.trim());
-        while parents.last().is_some_and(|(i, _)| *i >= indent) {
-            parents.pop();
-        }
-        let path: Vec<&str> = parents.iter().map(|(_, k)| *k).chain([key]).collect();
-        doc.entry(path.join("::")).or_insert(value);
+        doc.entry(nested_path(&mut parents, indent, key))
+            .or_insert(value);
         if value.is_empty() {
             parents.push((indent, key));
         }
@@ -331,33 +332,34 @@ fn flatten_yaml(text: &str) -> BTreeMap<String, &str> {
     doc
 }
 
-// --- XSBench --------------------------------------------------------------------
-
-/// The RESULTS block on stdout: `Runtime:`, `Lookups:`, `Lookups/s:` (numbers
-/// with thousands separators), then `Verification checksum: N (Valid)`.
-///
-/// XSBench knows the checksum of its default problems only and calls every
-/// other size invalid (and exits 1), so only `(Valid)` is a verdict; the
-/// warning on another size says nothing about the result (`valid` is `None`).
-fn xsbench(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
-    let mut metrics = Vec::new();
-    for (label, name, unit) in [
-        ("Runtime:", "runtime_s", "s"),
-        ("Lookups:", "lookups", "lookups"),
-        ("Lookups/s:", "lookups_per_s", "lookups/s"),
-    ] {
-        let line = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(label))
-            .ok_or_else(|| anyhow!("no `{label}` line: the output is cut short"))?;
-        let first = line.split_whitespace().next().unwrap_or("");
-        metrics.push(Metric {
-            name: name.into(),
-            value: parse_number(&first.replace(',', ""))
-                .with_context(|| format!("the `{label}` line"))?,
-            unit: unit.into(),
-        });
+/// The `::`-joined path of `key`, indented by `indent`, under the `parents`
+/// (indent, key) above it; drops the parents it is not under.
+fn nested_path<'a>(parents: &mut Vec<(usize, &'a str)>, indent: usize, key: &'a str) -> String {
+    while parents.last().is_some_and(|(i, _)| *i >= indent) {
+        parents.pop();
     }
+    let path: Vec<&str> = parents.iter().map(|(_, k)| *k).chain([key]).collect();
+    path.join("::")
+}
+
+// --- XSBench, RSBench -----------------------------------------------------------
+
+/// The RESULTS block on stdout, the same in XSBench and RSBench (one author):
+/// `Runtime:`, `Lookups:`, `Lookups/s:` (numbers with thousands separators),
+/// then `Verification checksum: N (Valid)`.
+///
+/// Both know the checksum of their default problems only and call every
+/// other size invalid (and exit 1), so only `(Valid)` is a verdict; the
+/// warning on another size says nothing about the result (`valid` is `None`).
+fn lookups_block(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+    let metrics = labelled_metrics(
+        stdout,
+        &[
+            ("runtime_s", "Runtime:", "s"),
+            ("lookups", "Lookups:", "lookups"),
+            ("lookups_per_s", "Lookups/s:", "lookups/s"),
+        ],
+    )?;
     let checksum = stdout
         .lines()
         .find(|l| l.starts_with("Verification checksum:"))
@@ -368,7 +370,147 @@ fn xsbench(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
     })
 }
 
+// --- SimpleMOC ------------------------------------------------------------------
+
+/// The RESULTS SUMMARY on stdout (`Transport Sweep Time:  0.06 sec   (98.0%)`,
+/// seconds with two decimals) and the 3-D track count of the INPUT SUMMARY.
+/// Its figure of merit is the time per intersection (per segment and energy
+/// group) of the transport sweep: lower is better. SimpleMOC judges nothing
+/// (its keff comes from random data): no verdict.
+fn simplemoc(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+    let metrics = labelled_metrics(
+        stdout,
+        &[
+            ("time_per_intersection_ns", "Time per Intersection:", "ns"),
+            ("transport_sweep_s", "Transport Sweep Time:", "s"),
+            ("total_s", "Total Time:", "s"),
+            ("tracks_3d", "3D Tracks:", "tracks"),
+        ],
+    )?;
+    Ok(Parsed {
+        metrics,
+        valid: None,
+    })
+}
+
+// --- CoHMM ----------------------------------------------------------------------
+
+/// The parameters CoHMM echoes (`Number of HMM grid points 400`) and its
+/// closing counts of fine-scale (CoMD) calls and wall time. The wall time is
+/// what CoHMM measures, whole seconds of time(2): 0 for a run under a
+/// second (`duration_s` in bench.csv is vmlab's own, finer timing). No verdict.
+fn cohmm(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+    // It exits 0 when its input deck is missing.
+    ensure!(
+        !stdout.contains("Could not find an input file!"),
+        "CoHMM found no input deck (`Could not find an input file!`): input/input<N>.txt must be in its working directory"
+    );
+    let metrics = labelled_metrics(
+        stdout,
+        &[
+            ("wall_clock_s", "Wall clock execution time", "s"),
+            // The first line of this label; the next ones add words to it.
+            ("comd_calls", "Number of CoMD calls", "calls"),
+            (
+                "comd_calls_avoided",
+                "Number of CoMD calls avoided with the adaptive mesh",
+                "calls",
+            ),
+            (
+                "coarsening_calls",
+                "Number of CoMD calls from the mesh coarsening scheme",
+                "calls",
+            ),
+            (
+                "refinement_calls",
+                "Number of CoMD calls from the mesh refinement scheme",
+                "calls",
+            ),
+            ("grid_points", "Number of HMM grid points", "points"),
+            ("time_steps", "Number of HMM time steps", "steps"),
+        ],
+    )?;
+    Ok(Parsed {
+        metrics,
+        valid: None,
+    })
+}
+
+// --- miniQMC --------------------------------------------------------------------
+
+const MINIQMC_TIMERS: &str = "Stack timer profile in seconds";
+
+/// The `key = value` lines miniQMC starts with (`OpenMP threads = 1`) and
+/// its timer table: `Timer Inclusive_time Exclusive_time Calls Time_per_call`
+/// rows, two spaces of indent per level, read as `::`-joined paths
+/// (`Total::Diffusion`) to their inclusive seconds. miniQMC judges nothing:
+/// no verdict.
+fn miniqmc(stdout: &str, _files: &[(String, String)]) -> Result<Parsed> {
+    let (head, table) = stdout
+        .split_once(MINIQMC_TIMERS)
+        .ok_or_else(|| anyhow!("no timer table (`{MINIQMC_TIMERS}`): the output is cut short"))?;
+    let mut doc: BTreeMap<String, &str> = head
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim()))
+        .collect();
+    let mut parents: Vec<(usize, &str)> = Vec::new();
+    for line in table.lines() {
+        // A row ends in four numbers; the header and a row cut short do not.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(split) = words.len().checked_sub(4).filter(|&n| n > 0) else {
+            continue;
+        };
+        if words[split..].iter().any(|w| w.parse::<f64>().is_err()) {
+            continue;
+        }
+        let name_end = line.find(words[split]).unwrap_or(line.len());
+        let name = line[..name_end].trim();
+        let indent = line.len() - line.trim_start().len();
+        doc.insert(nested_path(&mut parents, indent, name), words[split]);
+        parents.push((indent, name));
+    }
+    let metrics = metrics_from(
+        &doc,
+        "miniQMC's output",
+        &[
+            ("total_s", "Total", "s"),
+            ("diffusion_s", "Total::Diffusion", "s"),
+            ("pseudopotential_s", "Total::Pseudopotential", "s"),
+            ("initialization_s", "Total::Initialization", "s"),
+            ("electrons", "Number of electrons", "electrons"),
+            ("threads", "OpenMP threads", "threads"),
+        ],
+    )?;
+    Ok(Parsed {
+        metrics,
+        valid: None,
+    })
+}
+
 // --- shared helpers -------------------------------------------------------------
+
+/// Metrics from `Label: value …` lines: (metric name, label, unit) each; the
+/// value is the first word after the label, thousands separators allowed.
+/// The first line that starts with a label is the one read.
+fn labelled_metrics(stdout: &str, wanted: &[(&str, &str, &str)]) -> Result<Vec<Metric>> {
+    wanted
+        .iter()
+        .map(|(name, label, unit)| {
+            let rest = stdout
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix(label))
+                .ok_or_else(|| anyhow!("no `{label}` line: the output is cut short"))?;
+            let first = rest.split_whitespace().next().unwrap_or("");
+            Ok(Metric {
+                name: (*name).into(),
+                value: parse_number(&first.replace(',', ""))
+                    .with_context(|| format!("the `{label}` line"))?,
+                unit: (*unit).into(),
+            })
+        })
+        .collect()
+}
 
 /// The one result file whose name has this prefix and suffix.
 fn result_file<'a>(
@@ -516,7 +658,7 @@ mod tests {
     fn unknown_parser_lists_the_known_ones() {
         assert_eq!(
             error("linpack", "", &[]),
-            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench"
+            "unknown parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm, miniqmc"
         );
     }
 
@@ -784,13 +926,152 @@ mod tests {
     }
 
     #[test]
-    fn xsbench_cut_short() {
-        let (stdout, _) = fixture("xsbench");
-        let before_checksum = &stdout[..stdout.find("Verification").unwrap()];
-        assert!(
-            error("xsbench", before_checksum, &[]).contains("no `Verification checksum:` line")
+    fn rsbench_lookups_and_checksum() {
+        let parsed = parse_fixture("rsbench");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("runtime_s", 0.156, "s"),
+                ("lookups", 34000.0, "lookups"),
+                ("lookups_per_s", 218169.0, "lookups/s"),
+            ]
         );
-        let before_results = &stdout[..stdout.find("RESULTS").unwrap()];
-        assert!(error("xsbench", before_results, &[]).contains("no `Runtime:` line"));
+        assert_eq!(parsed.valid, None, "no checksum for this size");
+        let (stdout, _) = fixture("rsbench-default");
+        let default = parse("rsbench", &stdout, &[]).unwrap();
+        assert_eq!(default.valid, Some(true));
+        assert_eq!(default.get("lookups"), Some(10_200_000.0));
+        assert_eq!(default.get("lookups_per_s"), Some(140_263.0));
+    }
+
+    #[test]
+    fn simplemoc_time_per_intersection() {
+        let parsed = parse_fixture("simplemoc");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("time_per_intersection_ns", 28.46, "ns"),
+                ("transport_sweep_s", 0.06, "s"),
+                ("total_s", 0.07, "s"),
+                ("tracks_3d", 9600.0, "tracks"),
+            ]
+        );
+        assert_eq!(parsed.valid, None);
+    }
+
+    #[test]
+    fn simplemoc_cut_short() {
+        let (stdout, _) = fixture("simplemoc");
+        let before_results = &stdout[..stdout.find("RESULTS SUMMARY").unwrap()];
+        assert_eq!(
+            error("simplemoc", before_results, &[]),
+            "reading the output of `simplemoc`: no `Time per Intersection:` line: the output is cut short"
+        );
+        // What SimpleMOC prints (src/io.c) before it crashes on an input deck
+        // it cannot open.
+        let no_deck = "Attempting to open FIle: gone.in\nOpened FIle: gone.in\nFIle Open FAILED\n";
+        assert!(error("simplemoc", no_deck, &[]).contains("no `Time per Intersection:` line"));
+    }
+
+    #[test]
+    fn cohmm_calls_and_wall_time() {
+        let parsed = parse_fixture("cohmm");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("wall_clock_s", 0.0, "s"),
+                ("comd_calls", 184913.0, "calls"),
+                ("comd_calls_avoided", 455087.0, "calls"),
+                ("coarsening_calls", 44584.0, "calls"),
+                ("refinement_calls", 140329.0, "calls"),
+                ("grid_points", 400.0, "points"),
+                ("time_steps", 400.0, "steps"),
+            ]
+        );
+        assert_eq!(parsed.valid, None);
+    }
+
+    #[test]
+    fn cohmm_without_its_deck_or_cut_short() {
+        // What cohmm.c prints (and exits 0) when input/inputN.txt is missing.
+        assert_eq!(
+            error("cohmm", "Could not find an input file! Closing :-( \n", &[]),
+            "reading the output of `cohmm`: CoHMM found no input deck (`Could not find an input file!`): input/input<N>.txt must be in its working directory"
+        );
+        let (stdout, _) = fixture("cohmm");
+        let before_wall = &stdout[..stdout.find("Wall clock").unwrap()];
+        assert!(error("cohmm", before_wall, &[]).contains("no `Wall clock execution time` line"));
+        let without_refinement = stdout.replace(
+            "Number of CoMD calls from the mesh refinement scheme  140329 \n",
+            "",
+        );
+        assert!(
+            error("cohmm", &without_refinement, &[])
+                .contains("no `Number of CoMD calls from the mesh refinement scheme` line")
+        );
+    }
+
+    #[test]
+    fn miniqmc_timer_table() {
+        let parsed = parse_fixture("miniqmc");
+        assert_eq!(
+            table(&parsed),
+            [
+                ("total_s", 0.0644, "s"),
+                ("diffusion_s", 0.0269, "s"),
+                ("pseudopotential_s", 0.0083, "s"),
+                ("initialization_s", 0.0292, "s"),
+                ("electrons", 384.0, "electrons"),
+                ("threads", 1.0, "threads"),
+            ]
+        );
+        assert_eq!(parsed.valid, None);
+    }
+
+    /// A row is known by its path: a deeper row of the same name as a
+    /// top-level one (made here by renaming `Pseudopotential::Value`) does
+    /// not stand in for it.
+    #[test]
+    fn miniqmc_rows_nest_by_indent() {
+        let (stdout, _) = fixture("miniqmc");
+        let value_row = "    Value                          0.0035";
+        assert!(stdout.contains(value_row));
+        let renamed = stdout.replace(value_row, "    Diffusion                      0.0035");
+        let parsed = parse("miniqmc", &renamed, &[]).unwrap();
+        assert_eq!(parsed.get("diffusion_s"), Some(0.0269));
+        assert_eq!(parsed.get("pseudopotential_s"), Some(0.0083));
+    }
+
+    #[test]
+    fn miniqmc_cut_short() {
+        let (stdout, _) = fixture("miniqmc");
+        let before_table = &stdout[..stdout.find(MINIQMC_TIMERS).unwrap()];
+        assert_eq!(
+            error("miniqmc", before_table, &[]),
+            "reading the output of `miniqmc`: no timer table (`Stack timer profile in seconds`): the output is cut short"
+        );
+        // Cut inside the Pseudopotential row: that row is torn, not read.
+        let torn = &stdout[..stdout.find("  Pseudopotential").unwrap() + 40];
+        assert_eq!(
+            error("miniqmc", torn, &[]),
+            "reading the output of `miniqmc`: miniQMC's output has no `Total::Pseudopotential`: the output is cut short"
+        );
+    }
+
+    #[test]
+    fn lookup_benchmarks_cut_short() {
+        for name in ["xsbench", "rsbench"] {
+            let (stdout, _) = fixture(name);
+            let before_checksum = &stdout[..stdout.find("Verification").unwrap()];
+            assert!(
+                error(name, before_checksum, &[]).contains("no `Verification checksum:` line"),
+                "{name}"
+            );
+            let before_results = &stdout[..stdout.find("RESULTS").unwrap()];
+            assert!(
+                error(name, before_results, &[]).contains("no `Runtime:` line"),
+                "{name}"
+            );
+        }
     }
 }

@@ -87,6 +87,8 @@ pub struct RunRecord {
     pub vms: Vec<String>,
     pub source: SourceRecord,
     pub binary_sha256: String,
+    /// The input files the program read (`[run] files`): (path, SHA-256).
+    pub run_files: Vec<(String, String)>,
     pub host: HostFacts,
     pub versions: Versions,
     /// `kvm` or `qemu` (TCG), per VM.

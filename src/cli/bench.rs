@@ -80,6 +80,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             origin: ready.source.origin,
         },
         binary_sha256: ready.built.sha256.clone(),
+        run_files: ready.program().run_file_digests()?,
         host: crate::host::facts::read(node.cpus, node.memory.mib().0),
         versions: hv.versions()?,
         accel,

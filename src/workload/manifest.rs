@@ -25,6 +25,7 @@
 //! [run]
 //! argv = ["{binary}"]                     # {binary}: the program's path in the guest
 //! exit_codes = [0]                        # statuses that still mean "finished"
+//! files = ["small.in"]                    # files of this folder it reads, put in its working dir
 //! [params.array_size]
 //! type = "int"                            # int | size (MiB, key ends _mib) | duration (s, key ends _s) | choice
 //! unit = "elements"                       # int only
@@ -169,6 +170,10 @@ pub struct Run {
     /// Exit statuses that still mean the run finished (its output is parsed).
     #[serde(default = "success_only")]
     pub exit_codes: Vec<i32>,
+    /// Files of the workload folder the program reads (input decks), put at
+    /// the same relative path in its working directory before it starts.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 fn success_only() -> Vec<i32> {
@@ -478,6 +483,9 @@ impl Workload {
             "`description` must be one line"
         );
         self.validate_source()?;
+        for file in &self.run.files {
+            self.check_folder_file("run.files", file)?;
+        }
         for (key, param) in &self.params {
             validate_param(key, param).with_context(|| format!("`params.{key}`"))?;
         }
@@ -533,14 +541,10 @@ impl Workload {
                 ensure!(!files.is_empty(), "`source.files` is empty");
                 for file in files {
                     ensure!(
-                        is_plain_relative(file) && !file.contains('/'),
+                        !file.contains('/'),
                         "`source.files`: `{file}` must be a file name in the workload folder"
                     );
-                    ensure!(
-                        self.dir.join(file).is_file(),
-                        "`source.files`: `{file}` is not in {}",
-                        self.dir.display()
-                    );
+                    self.check_folder_file("source.files", file)?;
                 }
             }
             Source::Upstream {
@@ -565,6 +569,20 @@ impl Workload {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `file` (a path under `key`) must be a file inside the workload folder.
+    fn check_folder_file(&self, key: &str, file: &str) -> Result<()> {
+        ensure!(
+            is_plain_relative(file),
+            "`{key}`: `{file}` must be a path inside the workload folder"
+        );
+        ensure!(
+            self.dir.join(file).is_file(),
+            "`{key}`: `{file}` is not in {}",
+            self.dir.display()
+        );
         Ok(())
     }
 
@@ -946,11 +964,15 @@ files = ["result-*.txt"]
         assert_eq!(
             names,
             [
+                "cohmm",
                 "cpu_hog",
                 "hpccg",
                 "hpcg",
                 "memory_hog",
                 "minife",
+                "miniqmc",
+                "rsbench",
+                "simplemoc",
                 "stream",
                 "xsbench"
             ]
@@ -1004,6 +1026,17 @@ files = ["result-*.txt"]
                 ("time_s", "90")
             ]
         );
+    }
+
+    #[test]
+    fn run_files_may_sit_in_sub_folders() {
+        let root = demo_dir(&DEMO.replacen("[run]\n", "[run]\nfiles = [\"decks/small.in\"]\n", 1));
+        let decks = root.path().join("demo/decks");
+        std::fs::create_dir(&decks).unwrap();
+        std::fs::write(decks.join("small.in"), "1\n").unwrap();
+        let w = load(root.path(), "demo").unwrap();
+        assert_eq!(w.run.files, ["decks/small.in"]);
+        assert!(demo().1.run.files.is_empty(), "none unless named");
     }
 
     #[test]
@@ -1142,7 +1175,7 @@ files = ["result-*.txt"]
             (
                 "parser = \"memory_hog\"",
                 "parser = \"linpack\"",
-                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench",
+                ": `output.parser`: no parser `linpack`; known: memory_hog, cpu_hog, stream, hpcg, hpccg, minife, xsbench, rsbench, simplemoc, cohmm, miniqmc",
             ),
             (
                 "files = [\"result-*.txt\"]",
@@ -1154,12 +1187,23 @@ files = ["result-*.txt"]
                 "binary = \"../demo\"",
                 ": `build.binary`: `../demo` must be a path inside the source directory",
             ),
+            (
+                "[run]\n",
+                "[run]\nfiles = [\"../demo.c\"]\n",
+                ": `run.files`: `../demo.c` must be a path inside the workload folder",
+            ),
+            ("[run]\n", "[run]\nfiles = [\"decks/small.in\"]\n", ""),
         ];
         for (from, to, expected) in cases {
             let err = invalid(from, to);
             if from.contains("demo.c") && to.contains("missing.c") {
                 assert!(
                     err.starts_with(": `source.files`: `missing.c` is not in "),
+                    "{err}"
+                );
+            } else if to.contains("decks/small.in") {
+                assert!(
+                    err.starts_with(": `run.files`: `decks/small.in` is not in "),
                     "{err}"
                 );
             } else {
@@ -1174,7 +1218,7 @@ files = ["result-*.txt"]
         assert_eq!(
             err,
             format!(
-                "unknown workload `linpack`; known: cpu_hog, hpccg, hpcg, memory_hog, minife, stream, xsbench (in {})",
+                "unknown workload `linpack`; known: cohmm, cpu_hog, hpccg, hpcg, memory_hog, minife, miniqmc, rsbench, simplemoc, stream, xsbench (in {})",
                 repo_workloads().display()
             )
         );

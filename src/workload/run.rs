@@ -4,7 +4,7 @@
 //! a pid file so `vmlab stop` can end them.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::build::Built;
 use super::manifest::{Params, Workload};
+use crate::download::digest;
 use crate::guest::shell::{join, quote};
 use crate::guest::ssh::{Cancel, Exit, Guest, Io};
 
@@ -25,6 +26,15 @@ pub struct Program<'a> {
     pub params: &'a Params,
     /// Arguments appended to the manifest's command line (`vmlab run W -- ARGS`).
     pub extra: &'a [String],
+}
+
+/// A run file of the workload folder and where the guest keeps it.
+struct RunFile {
+    /// Its path in the working directory, as the manifest names it.
+    rel: String,
+    local: PathBuf,
+    guest: String,
+    sha256: String,
 }
 
 /// How one run in one guest went.
@@ -69,11 +79,64 @@ impl Program<'_> {
         Ok(argv)
     }
 
-    /// Uploads the binary unless the guest has it; returns whether it did.
+    /// Uploads the binary and the run files unless the guest has them;
+    /// returns whether it uploaded anything.
     pub fn push(&self, guest: &Guest) -> Result<bool> {
-        guest
+        let context = || format!("pushing `{}` to {}", self.workload.name, guest.vm());
+        let mut pushed = guest
             .push(&self.built.binary, &self.guest_binary(), &self.built.sha256)
-            .with_context(|| format!("pushing `{}` to {}", self.workload.name, guest.vm()))
+            .with_context(context)?;
+        for file in self.run_files()? {
+            pushed |= guest
+                .push(&file.local, &file.guest, &file.sha256)
+                .with_context(context)?;
+        }
+        Ok(pushed)
+    }
+
+    /// The manifest's run files. The guest keeps each under its digest, as
+    /// binaries, so repeated runs upload nothing.
+    fn run_files(&self) -> Result<Vec<RunFile>> {
+        self.workload
+            .run
+            .files
+            .iter()
+            .map(|rel| {
+                let local = self.workload.dir.join(rel);
+                let sha256 = digest::of_file(&local)
+                    .with_context(|| format!("reading {}", local.display()))?
+                    .sha256;
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                Ok(RunFile {
+                    guest: format!("{GUEST_ROOT}/files/{}/{name}", &sha256[..16]),
+                    rel: rel.clone(),
+                    local,
+                    sha256,
+                })
+            })
+            .collect()
+    }
+
+    /// (path in the working directory, SHA-256) of each run file, for the record.
+    pub fn run_file_digests(&self) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .run_files()?
+            .into_iter()
+            .map(|file| (file.rel, file.sha256))
+            .collect())
+    }
+
+    /// Shell commands that link the run files into the current directory,
+    /// each ending in `&& `; empty when there are none.
+    fn link_run_files(&self) -> Result<String> {
+        let mut script = String::new();
+        for file in self.run_files()? {
+            if let Some((dir, _)) = file.rel.rsplit_once('/') {
+                script += &format!("mkdir -p {} && ", quote(dir));
+            }
+            script += &format!("ln -sf {} {} && ", quote(&file.guest), quote(&file.rel));
+        }
+        Ok(script)
     }
 
     /// Runs the program in `workdir` (created, then removed), teeing its
@@ -91,7 +154,8 @@ impl Program<'_> {
         let pushed = self.push(guest)?;
         let dir = quote(workdir);
         let script = format!(
-            "mkdir -p {dir} && cd {dir} && echo $$ > .pid && exec {}",
+            "mkdir -p {dir} && cd {dir} && {}echo $$ > .pid && exec {}",
+            self.link_run_files()?,
             join(&self.argv()?)
         );
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -149,8 +213,9 @@ impl Program<'_> {
         self.push(guest)?;
         let dir = format!("{GUEST_ROOT}/detached/{}/{run_id}", self.workload.name);
         let script = format!(
-            "mkdir -p {q} && cd {q} && setsid sh -c 'echo $$ > pid; exec \"$@\" > stdout 2> stderr' vmlab {argv} </dev/null >/dev/null 2>&1 &",
+            "mkdir -p {q} && cd {q} && {links}setsid sh -c 'echo $$ > pid; exec \"$@\" > stdout 2> stderr' vmlab {argv} </dev/null >/dev/null 2>&1 &",
             q = quote(&dir),
+            links = self.link_run_files()?,
             argv = join(&self.argv()?)
         );
         let started = guest.exec(&script)?;
@@ -279,6 +344,66 @@ pub fn keep_raw(dir: &Path, outcome: &Outcome) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A workload folder whose program reads `top.in` and `input/deck.txt`.
+    fn with_run_files() -> (tempfile::TempDir, Workload) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("w");
+        std::fs::create_dir_all(dir.join("input")).unwrap();
+        std::fs::write(
+            dir.join("workload.toml"),
+            "name = \"w\"\ndescription = \"d\"\nkind = \"load\"\n[source]\nfiles = [\"top.in\"]\n[build]\ncompiler = \"gcc\"\ncommands = [[\"true\"]]\nbinary = \"w\"\n[run]\nargv = [\"{binary}\", \"-i\", \"top.in\"]\nfiles = [\"top.in\", \"input/deck.txt\"]\n[output]\nparser = \"stream\"\nfiles = []\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("top.in"), "1 - size\n").unwrap();
+        std::fs::write(dir.join("input/deck.txt"), "it's a deck\n").unwrap();
+        let workload = crate::workload::load(root.path(), "w").unwrap();
+        (root, workload)
+    }
+
+    /// The link commands, run by a real shell in an empty directory, leave
+    /// each run file at its path, pointing at its digest's place in the
+    /// guest; the record names the same digests.
+    #[test]
+    fn run_files_are_linked_by_digest_into_the_working_directory() {
+        let (_root, workload) = with_run_files();
+        let built = Built {
+            binary: workload.dir.join("w"),
+            sha256: "ab".repeat(32),
+            cache_hit: true,
+        };
+        let params = workload.resolve_params(&[]).unwrap();
+        let program = Program {
+            workload: &workload,
+            built: &built,
+            params: &params,
+            extra: &[],
+        };
+        let workdir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{}true", program.link_run_files().unwrap()))
+            .current_dir(workdir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut recorded = Vec::new();
+        for (rel, content) in [
+            ("top.in", "1 - size\n"),
+            ("input/deck.txt", "it's a deck\n"),
+        ] {
+            let target = std::fs::read_link(workdir.path().join(rel)).unwrap();
+            let name = rel.rsplit('/').next().unwrap();
+            let sha = digest::sha256(content.as_bytes());
+            assert_eq!(
+                target,
+                Path::new(&format!("{GUEST_ROOT}/files/{}/{name}", &sha[..16])),
+                "{rel}"
+            );
+            recorded.push((rel.to_owned(), sha));
+        }
+        assert_eq!(program.run_file_digests().unwrap(), recorded);
+    }
 
     #[test]
     fn prefixed_lines_stay_whole() {
