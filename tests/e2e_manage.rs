@@ -15,7 +15,7 @@ use common::lab::*;
 
 /// Plays `name` and returns its figures. Its terminal lines, per-second
 /// balance and decisions are printed: a failed assertion shows them.
-fn scenario(lab: &TestLab, name: &str) -> Value {
+fn scenario(lab: &TestLab, name: &str) -> (Value, std::path::PathBuf) {
     // Minutes of observation plus set-up: more than a command's usual limit.
     let run = run(lab
         .cmd(&["scenario", "run", name])
@@ -36,7 +36,21 @@ fn scenario(lab: &TestLab, name: &str) -> Value {
         sd.join(" ")
     );
     assert!(dir.join("decisions.csv").is_file() && dir.join("manage.csv").is_file());
-    figures
+    (figures, dir)
+}
+
+/// Each round of the manager's `manage.csv`: its time and every VM's pins.
+fn placements(dir: &Path) -> Vec<(f64, std::collections::BTreeMap<String, String>)> {
+    let mut rounds: Vec<(f64, std::collections::BTreeMap<String, String>)> = Vec::new();
+    for row in csv_rows(&dir.join("manage.csv")) {
+        let t: f64 = row["t_s"].parse().unwrap();
+        if rounds.last().is_none_or(|(last, _)| *last != t) {
+            rounds.push((t, Default::default()));
+        }
+        let pins = row["pins"].clone();
+        rounds.last_mut().unwrap().1.insert(row["vm"].clone(), pins);
+    }
+    rounds
 }
 
 /// Pins vCPU 0 of each of the pin test's VMs to `pcpus`.
@@ -55,15 +69,28 @@ fn pins(domain: &str) -> String {
 fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone() {
     let lab = TestLab::new("e2e-pin");
     lab.ok(&["up", "4", "--prefix", "e2g"]);
-    let f = scenario(&lab, "all-on-one");
-    // What happened, not how fast: `just bench-manage` prints the seconds
-    // to balance and the settled sd against their goals.
-    assert!(f["balance_s"].as_f64().is_some(), "it never balanced: {f}");
-    assert_eq!(
-        f["repins_after_balance"], 0,
-        "pins moved under steady load: {f}"
-    );
-    assert!(f["repins"].as_u64().unwrap() >= 1, "nothing was moved: {f}");
+    let (f, dir) = scenario(&lab, "all-on-one");
+    // What happened, not how fast, and judged by placement as the course's
+    // case states it ("reach 2 per pCPU, then stop changing pins"): on a
+    // busy host the per-second balance of vCPU time is the host's noise
+    // more than the placement. `just bench-manage` prints the seconds to
+    // balance and the settled sd of the measure.
+    let rounds = placements(&dir);
+    let even = |pins: &std::collections::BTreeMap<String, String>| {
+        let on = |p: &str| pins.values().filter(|v| v.as_str() == format!("0:{p}")).count();
+        on("0") == 2 && on("1") == 2
+    };
+    let first_even = rounds
+        .iter()
+        .position(|(_, pins)| even(pins))
+        .unwrap_or_else(|| panic!("never two per pCPU: {rounds:?}\n{f}"));
+    assert!(first_even > 0, "it started balanced: {rounds:?}");
+    for (t, pins) in &rounds[first_even..] {
+        assert_eq!(
+            pins, &rounds[first_even].1,
+            "pins moved at {t} s after two per pCPU: {rounds:?}"
+        );
+    }
 
     // A dry run decides and logs, and changes nothing.
     pin_every_vcpu0("0");
@@ -151,7 +178,7 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
 fn growing_demand_gets_memory_every_vm_keeps_its_floor_and_memory_comes_back() {
     let lab = TestLab::new("e2e-mem");
     lab.ok(&["up", "4", "--prefix", "e2n"]);
-    let f = scenario(&lab, "consume-slow");
+    let (f, _) = scenario(&lab, "consume-slow");
     assert_eq!(f["oom_kills"], 0, "{f}");
     assert!(f["min_unused_mib"].as_f64().unwrap() >= 100.0, "{f}");
     assert_eq!(f["seconds_under_floor"].as_f64(), Some(0.0), "{f}");
