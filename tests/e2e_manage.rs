@@ -77,7 +77,11 @@ fn vcpus_all_on_one_pcpu_are_balanced_within_a_few_intervals_and_then_left_alone
     // balance and the settled sd of the measure.
     let rounds = placements(&dir);
     let even = |pins: &std::collections::BTreeMap<String, String>| {
-        let on = |p: &str| pins.values().filter(|v| v.as_str() == format!("0:{p}")).count();
+        let on = |p: &str| {
+            pins.values()
+                .filter(|v| v.as_str() == format!("0:{p}"))
+                .count()
+        };
         on("0") == 2 && on("1") == 2
     };
     let first_even = rounds

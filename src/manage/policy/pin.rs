@@ -28,7 +28,7 @@
 //! host one interval's loads swing that far, a real change stays. After a
 //! move it looks again the next round: moves reveal hidden demand.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +103,10 @@ pub struct PinState {
     sd_pct: f64,
     /// Per VM and vCPU, its use when last seen unstarved: its demand.
     known_pct: HashMap<String, Vec<Option<f64>>>,
+    /// vCPUs seen starved and not measured on a free pCPU since: on a
+    /// saturated pCPU their share says nothing of their demand, even when it
+    /// dips below the others' (else the policy moves them back and forth).
+    hidden: HashSet<(String, usize)>,
     /// The previous round saw loads changed from the accepted state.
     suspect: bool,
 }
@@ -134,8 +138,7 @@ pub fn plan(round: &Round, state: &mut PinState, cfg: &PinConfig) -> Vec<Decisio
     // each wanted, and on a saturated pCPU even the one below the top may
     // have wanted more: learn only from a clean measure on a free pCPU.
     let clean = pinned.iter().all(Option::is_some) && !busy_host(&pcpu_pct, &busy_pct);
-    let learn: Vec<bool> = saturated.iter().map(|s| clean && !s).collect();
-    let demand = state.demands(&vcpus, &starved, &learn);
+    let demand = state.demands(&vcpus, &starved, &saturated, clean);
     let mut board = Board::new(pcpus as usize, &demand, &starved);
     for (i, p) in pinned.iter().enumerate() {
         if let Some(p) = p {
@@ -243,30 +246,44 @@ impl PinState {
         }
     }
 
-    /// Each vCPU's demand: its use, unless starved; then what it used when
-    /// last seen unstarved, or a whole pCPU. Learns it where `learn` says.
-    fn demands(&mut self, vcpus: &[Vcpu], starved: &[bool], learn: &[bool]) -> Vec<f64> {
+    /// Each vCPU's demand: its use on a free pCPU (learnt when the measure
+    /// is `clean`); on a saturated pCPU, for a starved vCPU or one seen
+    /// starved since it was last free, what it used when last free, or a
+    /// whole pCPU; else its use.
+    fn demands(
+        &mut self,
+        vcpus: &[Vcpu],
+        starved: &[bool],
+        saturated: &[bool],
+        clean: bool,
+    ) -> Vec<f64> {
+        self.hidden
+            .retain(|(vm, _)| vcpus.iter().any(|v| &v.vm.name == vm));
         vcpus
             .iter()
             .zip(starved)
-            .zip(learn)
-            .map(|((v, &starved), &learn)| {
-                if !self.known_pct.contains_key(&v.vm.name) {
-                    self.known_pct.insert(v.vm.name.clone(), Vec::new());
-                }
-                let known = self.known_pct.get_mut(&v.vm.name).expect("inserted above");
+            .zip(saturated)
+            .map(|((v, &starved), &saturated)| {
+                let known = self.known_pct.entry(v.vm.name.clone()).or_default();
                 if known.len() <= v.index {
                     known.resize(v.index + 1, None);
                 }
-                match (v.use_pct, starved) {
-                    (Some(u), false) => {
-                        if learn {
-                            known[v.index] = Some(u);
-                        }
-                        u
+                let key = (v.vm.name.clone(), v.index);
+                let used = v.use_pct.unwrap_or(0.0);
+                if !saturated {
+                    self.hidden.remove(&key);
+                    if clean && v.use_pct.is_some() {
+                        known[v.index] = Some(used);
                     }
-                    (u, true) => known[v.index].map_or(FULL_PCT, |k| k.max(u.unwrap_or(0.0))),
-                    (None, false) => 0.0,
+                    return used;
+                }
+                if starved {
+                    self.hidden.insert(key.clone());
+                }
+                if self.hidden.contains(&key) {
+                    known[v.index].map_or(FULL_PCT, |k| k.max(used))
+                } else {
+                    used
                 }
             })
             .collect()
@@ -657,7 +674,12 @@ mod tests {
         assert_eq!(planned.len(), 1, "{planned:?}");
         // Shares on a saturated pCPU are not demands: none is remembered.
         assert!(
-            state.known_pct.values().flatten().flatten().all(|k| *k != 45.4 && *k != 52.7),
+            state
+                .known_pct
+                .values()
+                .flatten()
+                .flatten()
+                .all(|k| *k != 45.4 && *k != 52.7),
             "{:?}",
             state.known_pct
         );
