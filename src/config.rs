@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::image::store::DEFAULT_IMAGE;
 use crate::units::Mib;
 
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
+/// The image `vmlab image build` makes and `up` uses unless told otherwise.
+pub const DEFAULT_IMAGE: &str = "vmlab-alpine";
 pub const CONFIG_FILE: &str = "vmlab.toml";
 pub const DEFAULT_LAB: &str = "default";
 pub const DEFAULT_PREFIX: &str = "vm";
@@ -96,9 +97,11 @@ pub struct Settings {
     /// A base URL serving them instead of upstream (`VMLAB_SOURCES_URL`).
     #[arg(skip)]
     pub sources_url: Option<String>,
-    /// `[manage]`: the manager's policies, thresholds and floors.
+    /// `[manage]`: the manager's policies, thresholds and floors, read by
+    /// the manager itself (`ManageConfig::resolve`); here only so the key is
+    /// known.
     #[arg(skip)]
-    pub manage: Option<crate::manage::policy::ManageConfig>,
+    pub manage: Option<toml::Table>,
 }
 
 /// Settings in effect, and which keys came from the file (for error messages).
@@ -297,7 +300,9 @@ impl ConfigFile {
         self.parse()
     }
 
-    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+    /// The whole file as `T` (a module's view of its own section), with the
+    /// file's line and column in errors.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         toml::from_str(&self.text).map_err(|e| {
             let at = e
                 .span()

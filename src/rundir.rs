@@ -33,7 +33,7 @@ pub const SCENARIO_JSON: &str = "scenario.json";
 
 /// `manage.json`: what a manager ran with. The manager writes it, the
 /// monitor reads it to draw the manager's floor and thresholds.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ManageJson {
     pub schema: u32,
     pub interval_s: f64,
@@ -47,6 +47,14 @@ pub struct ManageJson {
     pub mem_low_pct: f64,
     pub cpu_high_pct: f64,
     pub cpu_low_pct: f64,
+}
+
+impl ManageJson {
+    /// The run's `manage.json`, once a manager has written it.
+    pub fn read(run_dir: &Path) -> Option<ManageJson> {
+        let text = std::fs::read_to_string(run_dir.join(MANAGE_JSON)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
 }
 
 /// The remedy when a file of a run exists already.

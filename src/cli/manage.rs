@@ -8,7 +8,7 @@ use super::workload_args::interrupt_flag;
 use super::{Global, connect, exit};
 use crate::lab::inventory::{On, select};
 use crate::lab::{Lab, lock};
-use crate::manage::policy::{CpuPolicy, MemoryPolicy};
+use crate::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy, Overrides};
 use crate::manage::run::{MANAGE_FILES, Options, Scope, run as run_loop};
 use crate::rundir::{DECISIONS_CSV, RunDir};
 use crate::units::parse_interval_s;
@@ -45,21 +45,14 @@ pub struct Args {
 }
 
 pub fn run_cli(global: &Global, args: Args) -> Result<i32> {
-    let mut config = global
-        .spec(Default::default())?
-        .given
-        .manage
-        .unwrap_or_default();
-    if let Some(i) = args.interval {
-        config.interval_s = i;
-    }
-    if let Some(p) = args.cpu_policy {
-        config.cpu = p;
-    }
-    if let Some(p) = args.memory_policy {
-        config.memory = p;
-    }
-    config.validate()?;
+    let config = ManageConfig::resolve(
+        global.file()?.as_ref(),
+        Overrides {
+            interval_s: args.interval,
+            cpu: args.cpu_policy,
+            memory: args.memory_policy,
+        },
+    )?;
     for name in &args.domains {
         crate::config::check_name("domain", name)?;
     }

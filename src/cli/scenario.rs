@@ -11,7 +11,7 @@ use crate::hypervisor::Hypervisor;
 use crate::lab::Lab;
 use crate::lab::inventory::{On, select};
 use crate::manage::judge::Figures;
-use crate::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy};
+use crate::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy, Overrides};
 use crate::manage::scenario::{self, Play, play};
 use crate::manage::sim;
 use crate::manage::sim::scenario::{Scale, Scenario, library};
@@ -73,22 +73,17 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         Command::Run(args) => args,
     };
     let scenario = find(scenarios, &args.name)?;
-    let mut config = global
-        .spec(Default::default())?
-        .given
-        .manage
-        .unwrap_or_default();
-    config.cpu = args.cpu_policy.unwrap_or(match scenario.name {
-        "hotplug" => CpuPolicy::PinHotplug,
-        _ => config.cpu,
-    });
-    if let Some(p) = args.memory_policy {
-        config.memory = p;
-    }
-    if let Some(i) = args.interval {
-        config.interval_s = i;
-    }
-    config.validate()?;
+    let config = ManageConfig::resolve(
+        global.file()?.as_ref(),
+        Overrides {
+            interval_s: args.interval,
+            // The hot-plug scenario is about hot-plug.
+            cpu: args
+                .cpu_policy
+                .or((scenario.name == "hotplug").then_some(CpuPolicy::PinHotplug)),
+            memory: args.memory_policy,
+        },
+    )?;
     let report = if args.sim {
         sim::run(&scenario, &config).report
     } else {

@@ -1,11 +1,6 @@
-//! KVM or TCG. `/dev/kvm` alone proves nothing (a paravirtual module can
-//! provide it on a CPU without vmx/svm, and guests then hang), so KVM is
-//! "usable" only with the device *and* the CPU flag.
-
-use anyhow::{Result, bail};
-
-use crate::config::Accel;
-use crate::hypervisor::DomainType;
+//! Whether this host can run KVM guests. `/dev/kvm` alone proves nothing (a
+//! paravirtual module can provide it on a CPU without vmx/svm, and guests
+//! then hang), so KVM is "usable" only with the device *and* the CPU flag.
 
 /// Why KVM cannot be used here, or `None` when it can.
 pub fn kvm_unusable_reason() -> Option<String> {
@@ -29,21 +24,6 @@ fn kvm_unusable_reason_from(dev: &std::path::Path, cpuinfo: &str) -> Option<Stri
     (!has_flag).then(|| "the CPU has no vmx/svm flag (nested virtualization is off)".to_string())
 }
 
-/// libvirt's domain type for the requested acceleration.
-pub fn domain_type(accel: Accel) -> Result<DomainType> {
-    choose(accel, kvm_unusable_reason())
-}
-
-fn choose(accel: Accel, kvm_unusable: Option<String>) -> Result<DomainType> {
-    match (accel, kvm_unusable) {
-        (Accel::Tcg, _) | (Accel::Auto, Some(_)) => Ok(DomainType::Qemu),
-        (Accel::Kvm | Accel::Auto, None) => Ok(DomainType::Kvm),
-        (Accel::Kvm, Some(why)) => {
-            bail!("KVM is not usable here: {why}; use --accel tcg (slower, always works)")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,18 +44,5 @@ mod tests {
                 .contains("no vmx/svm")
         );
         assert_eq!(kvm_unusable_reason_from(&dev, "flags : fpu svm sse2"), None);
-    }
-
-    #[test]
-    fn auto_falls_back_to_tcg_and_kvm_is_refused_with_the_reason() {
-        let why = || Some("the CPU has no vmx/svm flag".to_string());
-        assert_eq!(choose(Accel::Auto, why()).unwrap(), DomainType::Qemu);
-        assert_eq!(choose(Accel::Auto, None).unwrap(), DomainType::Kvm);
-        assert_eq!(choose(Accel::Tcg, None).unwrap(), DomainType::Qemu);
-        let err = choose(Accel::Kvm, why()).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "KVM is not usable here: the CPU has no vmx/svm flag; use --accel tcg (slower, always works)"
-        );
     }
 }

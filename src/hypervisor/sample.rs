@@ -2,6 +2,8 @@
 //! raw (cumulative CPU times, balloon counters). The manager and the monitor
 //! turn two of them into rates over the time that really passed.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 
 /// One sample of the host and every managed VM, taken at `at_s`.
@@ -102,4 +104,9 @@ pub fn monotonic_s() -> f64 {
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_secs_f64()
+}
+
+/// Each VM of `snap` by name, to match VMs across snapshots.
+pub fn by_name(snap: &Snapshot) -> HashMap<&str, &VmSample> {
+    snap.vms.iter().map(|vm| (vm.name.as_str(), vm)).collect()
 }

@@ -74,8 +74,7 @@ impl Image {
     }
 }
 
-/// The image used when none is named: the offline one `vmlab image build` makes.
-pub const DEFAULT_IMAGE: &str = "vmlab-alpine";
+pub use crate::config::DEFAULT_IMAGE;
 
 /// How to get an image that is missing.
 pub const GET_IMAGE: &str = "build it with `vmlab image build --rootfs ALPINE_MINIROOTFS.tar.gz` or fetch one with `vmlab image fetch alpine`";

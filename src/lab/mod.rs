@@ -1,6 +1,7 @@
 //! The lab: per-VM overlays and seeds, domain XML, lab state, and the verbs
 //! that act on them (`up`, `down`, `status`).
 
+pub mod accel;
 pub mod domain_xml;
 pub mod down;
 pub mod inventory;

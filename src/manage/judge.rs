@@ -8,7 +8,8 @@
 //! run over the bar after a balanced sample, with pins unchanged, is the
 //! host's noise.
 
-use super::snapshot::{CpuUse, Snapshot, std_dev};
+use super::snapshot::Snapshot;
+use crate::metrics::cpu::{CpuUse, std_dev};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JudgeConfig {

@@ -25,7 +25,8 @@ use serde::Serialize;
 
 use super::action::{Action, Decision};
 use super::health::Event;
-use super::snapshot::{CpuUse, Snapshot, VmSample, by_name, fresh_balloon};
+use super::snapshot::{Snapshot, VmSample, by_name, fresh_balloon};
+use crate::metrics::cpu::CpuUse;
 
 pub const DECISION_COLUMNS: [&str; 9] = [
     "time", "t_s", "vm", "kind", "before", "after", "unit", "reason", "inputs",

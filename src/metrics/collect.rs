@@ -18,13 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
+use super::cpu::CpuUse;
 use super::reporter::{GuestSample, LineStats, REPORTER_SH};
 use super::row::{MetricsRow, MetricsWriter, kib_to_mib};
 use super::run::{CsvTail, DECISIONS_CSV, Decision, METRICS_CSV};
 use crate::guest::shell::quote;
 use crate::guest::ssh::{Cancel, Guest, Io, SshTarget};
 use crate::hypervisor::sample::{Sampler, Snapshot, VmSample};
-use crate::manage::snapshot::CpuUse;
+use crate::rundir::ManageJson;
 use crate::units::CpuSet;
 use crate::workload::run::GUEST_ROOT;
 
@@ -102,7 +103,7 @@ pub fn collect(
                 *was = now;
             }
             let pcpu_pct = pcpu_cells(&prev, &snap, pcpus);
-            let manager = manager_settings(&plan.run_dir);
+            let manager = ManageJson::read(&plan.run_dir);
             let new_decisions = decisions.read_new().unwrap_or_default();
             for note in decisions.notes.drain(..) {
                 tracing::warn!("{note}");
@@ -188,20 +189,17 @@ fn pins(vm: &VmSample, pcpus: u32) -> String {
     pinned.join(";")
 }
 
-/// The thresholds `vmlab manage` wrote into the run directory, if it runs.
-fn manager_settings(run_dir: &std::path::Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(run_dir.join("manage.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn set_manager(row: &mut MetricsRow, manager: Option<&serde_json::Value>, decisions: &[Decision]) {
+/// The manager's floor or thresholds (from the run's `manage.json`, when a
+/// manager writes into the same run) and its decisions about this VM.
+fn set_manager(row: &mut MetricsRow, manager: Option<&ManageJson>, decisions: &[Decision]) {
     if let Some(m) = manager {
-        if m["memory_policy"] == "balloon" {
-            row.mem_floor_mib = m["mem_floor_mib"].as_f64();
-        }
-        if m["memory_policy"] == "threshold" {
-            row.mem_high_pct = m["mem_high_pct"].as_f64();
-            row.mem_low_pct = m["mem_low_pct"].as_f64();
+        match m.memory_policy.as_str() {
+            "balloon" => row.mem_floor_mib = Some(m.mem_floor_mib as f64),
+            "threshold" => {
+                row.mem_high_pct = Some(m.mem_high_pct);
+                row.mem_low_pct = Some(m.mem_low_pct);
+            }
+            _ => {}
         }
     }
     let mine: Vec<String> = decisions
@@ -470,7 +468,14 @@ mod tests {
             inputs: String::new(),
         };
         let mut row = MetricsRow::new(SystemTime::now(), SystemTime::now(), "vm-1");
-        let balloon = serde_json::json!({"memory_policy": "balloon", "mem_floor_mib": 100.0, "mem_high_pct": 80.0});
+        let settings = |memory_policy: &str| ManageJson {
+            memory_policy: memory_policy.into(),
+            mem_floor_mib: 100,
+            mem_high_pct: 80.0,
+            mem_low_pct: 20.0,
+            ..Default::default()
+        };
+        let balloon = settings("balloon");
         set_manager(
             &mut row,
             Some(&balloon),
@@ -482,7 +487,7 @@ mod tests {
             "thresholds belong to the threshold policy"
         );
         assert_eq!(row.decisions, "memory 512->600 mib");
-        let threshold = serde_json::json!({"memory_policy": "threshold", "mem_high_pct": 80.0, "mem_low_pct": 20.0});
+        let threshold = settings("threshold");
         set_manager(&mut row, Some(&threshold), &[]);
         assert_eq!(
             (row.mem_high_pct, row.mem_low_pct),
@@ -490,7 +495,7 @@ mod tests {
         );
         assert_eq!(row.decisions, "");
         let mut row = MetricsRow::new(SystemTime::now(), SystemTime::now(), "vm-1");
-        let off = serde_json::json!({"memory_policy": "off", "mem_floor_mib": 100.0});
+        let off = settings("off");
         set_manager(&mut row, Some(&off), &[]);
         assert_eq!(row.mem_floor_mib, None, "no memory policy, no floor");
     }

@@ -14,7 +14,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::action::{Action, Decision};
-use super::snapshot::{CpuUse, Snapshot, VcpuSample, VmSample, by_name};
+use super::snapshot::{Snapshot, VcpuSample, VmSample, by_name};
+use crate::metrics::cpu::CpuUse;
 
 /// `[manage]` in `vmlab.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -44,7 +45,41 @@ impl Default for ManageConfig {
     }
 }
 
+/// What the command line may set over `[manage]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    pub interval_s: Option<f64>,
+    pub cpu: Option<CpuPolicy>,
+    pub memory: Option<MemoryPolicy>,
+}
+
+/// `vmlab.toml` as the manager reads it: its own section, nothing else.
+#[derive(Deserialize)]
+struct ManageFile {
+    manage: Option<ManageConfig>,
+}
+
 impl ManageConfig {
+    /// The manager's settings: defaults, then `[manage]` of the settings
+    /// file (errors point at its line), then the flags; validated.
+    pub fn resolve(file: Option<&crate::config::ConfigFile>, flags: Overrides) -> Result<Self> {
+        let mut config = match file {
+            Some(f) => f.parse::<ManageFile>()?.manage.unwrap_or_default(),
+            None => ManageConfig::default(),
+        };
+        if let Some(i) = flags.interval_s {
+            config.interval_s = i;
+        }
+        if let Some(p) = flags.cpu {
+            config.cpu = p;
+        }
+        if let Some(p) = flags.memory {
+            config.memory = p;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Rejects settings no policy can work with, naming the key to fix.
     pub fn validate(&self) -> Result<()> {
         crate::units::check_interval_s(self.interval_s)

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CpuRound, Round, Vcpu, least_loaded, lpt, pin_to};
 use crate::manage::action::Decision;
-use crate::manage::snapshot::std_dev;
+use crate::metrics::cpu::std_dev;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

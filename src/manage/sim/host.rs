@@ -351,7 +351,7 @@ mod tests {
     use super::*;
     use crate::manage::sim::scenario::HostSpec;
     use crate::manage::sim::trace::Trace;
-    use crate::manage::snapshot::CpuUse;
+    use crate::metrics::cpu::CpuUse;
 
     fn spec(name: &str, pin: Option<u32>, cpu_pct: f64, memory: Trace) -> VmSpec {
         VmSpec {

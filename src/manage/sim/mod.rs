@@ -147,7 +147,7 @@ mod properties {
     use crate::manage::policy::{CpuPolicy, MemoryPolicy};
     use crate::manage::sim::scenario::{HostSpec, VmSpec};
     use crate::manage::sim::trace::Trace;
-    use crate::manage::snapshot::std_dev;
+    use crate::metrics::cpu::std_dev;
 
     /// Single-vCPU VMs with steady loads `(use %, starting pin)`.
     fn steady(pcpus: u32, vms: &[(f64, Option<u32>)]) -> Scenario {
