@@ -12,7 +12,7 @@ use vmlab::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy, State, plan};
 use vmlab::manage::sim::host::{Host, TICK_S};
 use vmlab::manage::sim::scenario::{Scale, library};
 use vmlab::manage::sim::{self, Run};
-use vmlab::manage::snapshot::{CpuUse, std_dev};
+use vmlab::metrics::cpu::{CpuUse, std_dev};
 
 fn main() {
     let ours = ManageConfig {
