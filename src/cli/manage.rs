@@ -9,7 +9,9 @@ use super::{Global, connect, exit};
 use crate::lab::inventory::{On, select};
 use crate::lab::{Lab, lock};
 use crate::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy, Overrides};
-use crate::manage::run::{MANAGE_FILES, Options, Scope, run as run_loop};
+use crate::manage::run::{
+    Hooks, MANAGE_FILES, Options, Scope, Wall, list_domains, run as run_loop,
+};
 use crate::rundir::{DECISIONS_CSV, RunDir};
 use crate::units::parse_interval_s;
 
@@ -91,16 +93,18 @@ pub fn run_cli(global: &Global, args: Args) -> Result<i32> {
     );
     let summary = run_loop(
         &|| connect(&uri),
-        &scope,
+        &|hv| list_domains(hv, &scope),
         &Options {
             config,
             dry_run: args.dry_run,
             once: args.once,
-            duration: args.duration,
-            run,
+            run: Some(run),
         },
-        &cancel,
-        &|line| println!("{line}"),
+        &Wall::new(&cancel, args.duration),
+        Hooks {
+            say: &|line| println!("{line}"),
+            decided: &mut |_, _, _| {},
+        },
     )?;
     println!("{summary}");
     Ok(exit::SUCCESS)

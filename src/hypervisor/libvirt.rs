@@ -37,11 +37,6 @@ impl Libvirt {
         Ok(Self { conn })
     }
 
-    /// Whether the connection still answers (libvirtd may have gone away).
-    pub fn is_alive(&self) -> bool {
-        self.conn.is_alive().unwrap_or(false)
-    }
-
     fn lookup(&self, name: &str) -> Result<Option<Domain>> {
         match self.conn.lookup_domain_by_name(name) {
             Ok(d) => Ok(Some(d)),
@@ -253,6 +248,10 @@ impl Hypervisor for Libvirt {
 }
 
 impl Sampler for Libvirt {
+    fn is_alive(&self) -> bool {
+        self.conn.is_alive().unwrap_or(false)
+    }
+
     fn sample(&self, domains: &[String]) -> Result<Snapshot> {
         let node = self.node()?;
         let doms: Vec<Domain> = domains

@@ -95,6 +95,11 @@ impl VcpuSample {
 /// is monotonic.
 pub trait Sampler: Send + Sync {
     fn sample(&self, domains: &[String]) -> Result<Snapshot>;
+    /// Whether the connection still answers: a failed round on a dead one
+    /// means reconnecting, on a live one only that round failed.
+    fn is_alive(&self) -> bool {
+        true
+    }
 }
 
 /// Monotonic seconds since this process first asked.

@@ -1,6 +1,10 @@
-//! `vmlab manage`: every interval, sample the managed domains through
-//! libvirt, plan with the policies, apply, and write down both the samples
-//! (`manage.csv`) and every decision with its inputs (`decisions.csv`).
+//! The manager's one loop: every interval, sample the managed domains, plan
+//! with the policies, apply through the one executor, and write down both
+//! the samples (`manage.csv`) and every decision with its inputs
+//! (`decisions.csv`). It is generic over what it samples and acts on and
+//! over its clock: `vmlab manage` and `vmlab scenario run` drive libvirt on
+//! the wall clock, the simulator drives its host model on the model's time,
+//! through the same code.
 //!
 //! Domains that appear, stop or vanish between rounds are simply in or out
 //! of the next sample, and the loop says so (terminal and `decisions.csv`),
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::action::Action;
+use super::action::{Action, Decision};
 use super::execute::{self, Applied};
 use super::health::{Event, Health};
 use super::log::{DecisionCsv, DecisionRow, ManageCsv, ManageRow, RunClock};
@@ -45,9 +49,8 @@ pub struct Options {
     pub dry_run: bool,
     /// One decision round (after one baseline sample), then stop.
     pub once: bool,
-    pub duration: Option<Duration>,
-    /// Where [`MANAGE_FILES`] go.
-    pub run: RunDir,
+    /// Where [`MANAGE_FILES`] go; `None`: nowhere (the simulator).
+    pub run: Option<RunDir>,
 }
 
 /// What a run did, for the summary printed at the end.
@@ -80,41 +83,82 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Runs the loop until `--once`, `--duration` or Ctrl-C (`cancel`). `say`
-/// gets one line per action and per event worth telling.
-pub fn run(
-    connect: &dyn Fn() -> Result<Libvirt>,
-    scope: &Scope,
+/// Where the loop's time comes from. [`Wall`] sleeps; the simulator advances
+/// its host model while the loop waits.
+pub trait Clock {
+    /// Waits `seconds`; `false` when the run is over (Ctrl-C, its duration,
+    /// the end of a simulated scenario).
+    fn pause(&self, seconds: f64) -> bool;
+}
+
+/// The real clock: sleeps in small steps until Ctrl-C (`cancel`) or `ends`.
+pub struct Wall<'a> {
+    pub cancel: &'a AtomicBool,
+    pub ends: Option<Instant>,
+}
+
+impl<'a> Wall<'a> {
+    /// Until Ctrl-C, or for `duration` from now.
+    pub fn new(cancel: &'a AtomicBool, duration: Option<Duration>) -> Wall<'a> {
+        Wall {
+            cancel,
+            ends: duration.map(|d| Instant::now() + d),
+        }
+    }
+}
+
+impl Clock for Wall<'_> {
+    fn pause(&self, seconds: f64) -> bool {
+        pause(seconds, self.cancel, self.ends)
+    }
+}
+
+/// What the loop tells as it goes.
+pub struct Hooks<'a> {
+    /// One line per action and per event worth telling.
+    pub say: &'a dyn Fn(&str),
+    /// Every decision with the time of its round (seconds since the first
+    /// sample) and how applying it went.
+    pub decided: &'a mut dyn FnMut(f64, &Decision, &Applied),
+}
+
+/// Runs the loop until `--once` or the clock says the run is over.
+/// `connect` gives a connection, again after one was lost; `list` names the
+/// domains to manage this round.
+pub fn run<H: Sampler + Actuator>(
+    connect: &dyn Fn() -> Result<H>,
+    list: &dyn Fn(&H) -> Result<Vec<String>>,
     opts: &Options,
-    cancel: &AtomicBool,
-    say: &dyn Fn(&str),
+    clock: &dyn Clock,
+    hooks: Hooks,
 ) -> Result<Summary> {
+    let Hooks { say, decided } = hooks;
     let mut hv = connect()?;
-    let first = hv.sample(&domains(&hv, scope)?)?;
+    let first = hv.sample(&list(&hv)?)?;
     let files = Files::create(opts, first.host.pcpus)?;
-    let clock = RunClock::new(SystemTime::now(), first.at_s);
     let mut looper = Looper {
         opts,
         files,
-        clock,
+        clock: RunClock::new(SystemTime::now(), first.at_s),
+        start_s: first.at_s,
         state: State::default(),
         prev: None,
         summary: Summary::default(),
         health: Health::default(),
         say,
+        decided,
     };
     // The baseline: the policies keep it (and decide nothing without a
     // previous snapshot), so the first real round can already act.
     let none = plan(&first, &mut looper.state, &opts.config);
     debug_assert!(none.is_empty());
     looper.observe(&hv, &first, Vec::new())?;
-    let ends = opts.duration.map(|d| Instant::now() + d);
     let mut backoff = Duration::from_secs(1);
     loop {
-        if !pause(opts.config.interval_s, cancel, ends) {
+        if !clock.pause(opts.config.interval_s) {
             break;
         }
-        match looper.round(&hv, scope) {
+        match looper.round(&hv, list) {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(e) if hv.is_alive() => say(&format!("round failed: {e:#}")),
             Err(e) => {
@@ -122,7 +166,7 @@ pub fn run(
                     "libvirt went away ({e:#}); reconnecting in {} s",
                     backoff.as_secs()
                 ));
-                if !pause(backoff.as_secs_f64(), cancel, ends) {
+                if !clock.pause(backoff.as_secs_f64()) {
                     break;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -143,8 +187,8 @@ pub fn run(
     Ok(looper.summary)
 }
 
-/// The domains to manage this round.
-fn domains(hv: &Libvirt, scope: &Scope) -> Result<Vec<String>> {
+/// The domains of `scope` to manage this round.
+pub fn list_domains(hv: &Libvirt, scope: &Scope) -> Result<Vec<String>> {
     Ok(match scope {
         Scope::Named(names) => names.clone(),
         Scope::Lab { home, lab } => {
@@ -172,14 +216,25 @@ fn pause(seconds: f64, cancel: &AtomicBool, ends: Option<Instant>) -> bool {
 
 /// The run's files.
 struct Files {
-    decisions: DecisionCsv<std::fs::File>,
-    samples: ManageCsv<std::fs::File>,
+    decisions: DecisionCsv<Out>,
+    samples: ManageCsv<Out>,
 }
 
+type Out = Box<dyn std::io::Write>;
+
 impl Files {
+    fn to(decisions: Out, samples: Out, pcpus: u32) -> Result<Files> {
+        Ok(Files {
+            decisions: DecisionCsv::new(decisions)?,
+            samples: ManageCsv::new(samples, pcpus)?,
+        })
+    }
+
     /// Creates them exclusively: an existing run is never truncated.
     fn create(opts: &Options, pcpus: u32) -> Result<Files> {
-        let run = &opts.run;
+        let Some(run) = &opts.run else {
+            return Files::to(Box::new(std::io::sink()), Box::new(std::io::sink()), pcpus);
+        };
         let c = &opts.config;
         let settings = ManageJson {
             schema: 1,
@@ -194,10 +249,11 @@ impl Files {
             cpu_high_pct: c.hotplug.high_pct,
             cpu_low_pct: c.hotplug.low_pct,
         };
-        let files = Files {
-            decisions: DecisionCsv::new(run.create_file(DECISIONS_CSV)?)?,
-            samples: ManageCsv::new(run.create_file(MANAGE_CSV)?, pcpus)?,
-        };
+        let files = Files::to(
+            Box::new(run.create_file(DECISIONS_CSV)?),
+            Box::new(run.create_file(MANAGE_CSV)?),
+            pcpus,
+        )?;
         let mut json = run.create_file(MANAGE_JSON)?;
         std::io::Write::write_all(
             &mut json,
@@ -212,22 +268,30 @@ struct Looper<'a> {
     opts: &'a Options,
     files: Files,
     clock: RunClock,
+    /// The first sample's time: decisions are told in seconds since.
+    start_s: f64,
     state: State,
     prev: Option<Snapshot>,
     summary: Summary,
     health: Health,
     say: &'a dyn Fn(&str),
+    decided: &'a mut dyn FnMut(f64, &Decision, &Applied),
 }
 
 impl Looper<'_> {
-    fn round(&mut self, hv: &Libvirt, scope: &Scope) -> Result<()> {
-        let names = domains(hv, scope)?;
+    fn round<H: Sampler + Actuator>(
+        &mut self,
+        hv: &H,
+        list: &dyn Fn(&H) -> Result<Vec<String>>,
+    ) -> Result<()> {
+        let names = list(hv)?;
         let snap = hv.sample(&names)?;
         let decisions = plan(&snap, &mut self.state, &self.opts.config);
         self.summary.rounds += 1;
         let mut rows = Vec::new();
         for d in decisions {
             let applied = execute::apply(hv, &d, self.opts.dry_run);
+            (self.decided)(snap.at_s - self.start_s, &d, &applied);
             let mut row = DecisionRow::new(&d, &snap, &self.clock);
             self.count(&d.action, &row, &applied);
             let detail = match &applied {
@@ -261,7 +325,7 @@ impl Looper<'_> {
     /// terminal and in `decisions.csv`.
     fn observe(
         &mut self,
-        hv: &Libvirt,
+        hv: &dyn Actuator,
         snap: &Snapshot,
         mut decisions: Vec<DecisionRow>,
     ) -> Result<()> {

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use super::judge::{JudgeConfig, Report, judge};
 use super::policy::ManageConfig;
-use super::run::{Options, Scope, run as manage};
+use super::run::{Hooks, Options, Scope, Wall, list_domains, run as manage};
 use super::sim::scenario::Scenario;
 use crate::bench::configure;
 use crate::bench::matrix::Cell;
@@ -85,17 +85,20 @@ pub fn play(
         config: config.clone(),
         dry_run: false,
         once: false,
-        duration: Some(Duration::from_secs_f64(scenario.duration_s)),
-        run,
+        run: Some(run),
     };
-    let snapshots = std::thread::scope(|scope| -> Result<_> {
-        let manager = scope.spawn(|| {
+    let scope = Scope::Named(names.clone());
+    let snapshots = std::thread::scope(|threads| -> Result<_> {
+        let manager = threads.spawn(|| {
             manage(
                 lab.connect,
-                &Scope::Named(names.clone()),
+                &|hv| list_domains(hv, &scope),
                 &opts,
-                cancel,
-                say,
+                &Wall::new(cancel, Some(Duration::from_secs_f64(scenario.duration_s))),
+                Hooks {
+                    say,
+                    decided: &mut |_, _, _| {},
+                },
             )
         });
         let sampled = observe(

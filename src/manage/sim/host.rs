@@ -109,6 +109,10 @@ impl Host {
         self.t_s
     }
 
+    pub fn has_vm(&self, name: &str) -> bool {
+        self.vms.iter().any(|vm| vm.spec.name == name)
+    }
+
     pub fn oom_kills(&self) -> u32 {
         self.vms.iter().map(|vm| vm.oom_kills).sum()
     }

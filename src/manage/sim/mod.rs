@@ -1,17 +1,29 @@
-//! A simulated host that drives the same policy code as the real loop.
+//! A simulated host under the manager's own loop.
 //!
-//! [`run`] steps the [`host::Host`] model, samples it once a second for the
-//! judge, plans every `interval_s` with [`policy::plan`] and applies the
-//! decisions as libvirt would. Scenarios are data ([`scenario::library`]).
+//! [`run`] puts the [`host::Host`] model behind the hypervisor traits the
+//! real loop uses (it samples and acts as libvirt does), and behind its
+//! clock: while the loop waits for its next round, the model runs, and is
+//! sampled once a second for the judge. So a simulated run goes through the
+//! same loop, executor (pending and vanished VMs included) and decision
+//! log as `vmlab manage`. Scenarios are data ([`scenario::library`]).
 
 pub mod host;
 pub mod scenario;
 pub mod trace;
 
-use super::action::Decision;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Result, anyhow};
+
+use super::action::{Action, Decision};
+use super::execute::Applied;
 use super::judge::{JudgeConfig, Report, judge};
-use super::policy::{self, ManageConfig, State};
+use super::policy::ManageConfig;
+use super::run::{self as manager, Clock, Hooks, Options};
 use super::snapshot::Snapshot;
+use crate::hypervisor::sample::Sampler;
+use crate::hypervisor::{Actuator, Vanished};
+use crate::units::{CpuSet, Kib};
 use host::{Host, TICK_S};
 use scenario::Scenario;
 
@@ -30,37 +42,141 @@ pub struct Run {
 /// Runs `scenario` under `config`'s policies, judged against the course's
 /// bars (balance sd 5, floor 100 MiB).
 pub fn run(scenario: &Scenario, config: &ManageConfig) -> Run {
-    let mut host = Host::new(scenario);
-    let mut state = State::default();
-    let ticks_per_s = (1.0 / TICK_S).round() as u64;
-    let ticks_per_round = ((config.interval_s / TICK_S).round() as u64).max(1);
-    let ticks = (scenario.duration_s / TICK_S).round() as u64;
-    let (mut snapshots, mut decisions, mut refused) = (Vec::new(), Vec::new(), Vec::new());
-    for tick in 0..=ticks {
-        if tick % ticks_per_s == 0 {
-            snapshots.push(host.snapshot());
-        }
-        if tick % ticks_per_round == 0 {
-            for decision in policy::plan(&host.snapshot(), &mut state, config) {
-                if let Err(e) = host.apply(&decision.action) {
-                    refused.push(format!("{:?}: {e}", decision.action));
+    let sim = Sim::new(scenario);
+    let names: Vec<String> = scenario.vms.iter().map(|v| v.name.clone()).collect();
+    let (mut decisions, mut refused) = (Vec::new(), Vec::new());
+    let opts = Options {
+        config: config.clone(),
+        dry_run: false,
+        once: false,
+        run: None,
+    };
+    manager::run(
+        &|| Ok(sim.clone()),
+        &|_| Ok(names.clone()),
+        &opts,
+        &sim,
+        Hooks {
+            say: &|_| {},
+            decided: &mut |t_s, decision: &Decision, applied: &Applied| {
+                match applied {
+                    Applied::Failed(e) => refused.push(format!("{:?}: {e}", decision.action)),
+                    Applied::Vanished => refused.push(format!("{:?}: vanished", decision.action)),
+                    _ => {}
                 }
-                decisions.push((host.t_s(), decision));
-            }
-        }
-        host.step();
-    }
+                decisions.push((t_s, decision.clone()));
+            },
+        },
+    )
+    .expect("the model never fails a round");
+    let model = sim.model();
     let report = judge(
-        &snapshots,
+        &model.judged,
         &scenario.phases_s,
-        host.oom_kills(),
+        model.host.oom_kills(),
         &JudgeConfig::default(),
     );
     Run {
-        snapshots,
+        snapshots: model.judged.clone(),
         decisions,
         refused,
         report,
+    }
+}
+
+/// The model as the loop sees it: a connection (cloned by `connect`), an
+/// actuator and the clock.
+#[derive(Clone)]
+struct Sim(Arc<Mutex<Model>>);
+
+struct Model {
+    host: Host,
+    tick: u64,
+    last_tick: u64,
+    /// The judge's samples: at the start and every second.
+    judged: Vec<Snapshot>,
+}
+
+const TICKS_PER_S: u64 = 10;
+
+impl Sim {
+    fn new(scenario: &Scenario) -> Sim {
+        let host = Host::new(scenario);
+        let judged = vec![host.snapshot()];
+        Sim(Arc::new(Mutex::new(Model {
+            host,
+            tick: 0,
+            last_tick: (scenario.duration_s / TICK_S).round() as u64,
+            judged,
+        })))
+    }
+
+    fn model(&self) -> MutexGuard<'_, Model> {
+        self.0.lock().expect("the model's lock")
+    }
+
+    /// Applies an action as libvirt would: a VM the model lacks is gone.
+    fn act(&self, action: Action) -> Result<()> {
+        let mut model = self.model();
+        if !model.host.has_vm(action.vm()) {
+            return Err(Vanished(action.vm().to_string()).into());
+        }
+        model.host.apply(&action).map_err(|e| anyhow!(e))
+    }
+}
+
+impl Sampler for Sim {
+    fn sample(&self, domains: &[String]) -> Result<Snapshot> {
+        let mut snap = self.model().host.snapshot();
+        snap.vms.retain(|vm| domains.contains(&vm.name));
+        Ok(snap)
+    }
+}
+
+impl Actuator for Sim {
+    fn set_vcpus(&self, name: &str, count: u32) -> Result<()> {
+        self.act(Action::SetVcpus {
+            vm: name.into(),
+            count,
+        })
+    }
+
+    fn set_memory(&self, name: &str, target: Kib) -> Result<()> {
+        self.act(Action::SetMemory {
+            vm: name.into(),
+            target_kib: target.0,
+        })
+    }
+
+    fn rearm_balloon_stats(&self, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn pin_vcpu(&self, name: &str, vcpu: u32, pcpus: &CpuSet) -> Result<()> {
+        self.act(Action::Pin {
+            vm: name.into(),
+            vcpu,
+            pcpus: pcpus.cpus().to_vec(),
+        })
+    }
+}
+
+impl Clock for Sim {
+    /// Runs the model for `seconds` (a sample for the judge every second);
+    /// `false` once the scenario is over.
+    fn pause(&self, seconds: f64) -> bool {
+        let mut model = self.model();
+        let wanted = model.tick + (seconds / TICK_S).round().max(1.0) as u64;
+        let until = wanted.min(model.last_tick);
+        while model.tick < until {
+            model.host.step();
+            model.tick += 1;
+            if model.tick.is_multiple_of(TICKS_PER_S) {
+                let snap = model.host.snapshot();
+                model.judged.push(snap);
+            }
+        }
+        wanted <= model.last_tick
     }
 }
 
