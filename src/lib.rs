@@ -20,4 +20,5 @@ pub mod rundir;
 #[cfg(test)]
 mod testutil;
 pub mod units;
+pub mod wait;
 pub mod workload;

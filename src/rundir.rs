@@ -68,6 +68,12 @@ pub fn run_id(what: &str, at: SystemTime) -> String {
     format!("{}-{}-{what}", &digits[..8], &digits[8..14])
 }
 
+/// RFC 3339 UTC with milliseconds (`2024-05-01T12:00:00.250Z`): the `time`
+/// column of every CSV file of a run.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// One run's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
@@ -170,6 +176,15 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000); // 2026-11-18 11:06:40 UTC
         assert_eq!(run_id("hpcg", at), "20261118-110640-hpcg");
         assert!(run_id("hpcg", at) < run_id("hpcg", at + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds_across_a_leap_day() {
+        let at = |s: u64, ms: u64| timestamp(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(1, 500), "1970-01-01T00:00:01.500Z");
+        assert_eq!(at(1_709_164_799, 999), "2024-02-28T23:59:59.999Z");
+        assert_eq!(at(1_709_164_800, 7), "2024-02-29T00:00:00.007Z");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! seconds since the run started.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -27,6 +27,7 @@ use super::action::{Action, Decision};
 use super::health::Event;
 use super::snapshot::{Snapshot, VmSample, by_name, fresh_balloon};
 use crate::metrics::cpu::CpuUse;
+use crate::rundir::timestamp;
 
 pub const DECISION_COLUMNS: [&str; 9] = [
     "time", "t_s", "vm", "kind", "before", "after", "unit", "reason", "inputs",
@@ -70,7 +71,7 @@ impl RunClock {
     }
 
     fn time(&self, at_s: f64) -> String {
-        rfc3339_ms(self.start_wall + Duration::from_secs_f64((at_s - self.start_s).max(0.0)))
+        timestamp(self.start_wall + Duration::from_secs_f64((at_s - self.start_s).max(0.0)))
     }
 }
 
@@ -286,43 +287,16 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// `2024-05-01T12:00:00.250Z`.
-fn rfc3339_ms(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::manage::testkit::{MIB, balloon, mem_vm, snapshot, vcpu, vm};
 
     fn clock() -> RunClock {
-        RunClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000), 10.0)
+        RunClock::new(
+            std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            10.0,
+        )
     }
 
     /// Each record of `csv` as column → value.
@@ -474,14 +448,5 @@ mod tests {
     fn cpusets_in_libvirt_syntax() {
         assert_eq!(cpuset(&[8, 0, 1, 2, 5, 7]), "0-2,5,7-8");
         assert_eq!(cpuset(&[3]), "3");
-    }
-
-    #[test]
-    fn rfc3339_dates_across_a_leap_day() {
-        let at = |s: u64, ms: u64| rfc3339_ms(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(1_709_164_799, 999), "2024-02-28T23:59:59.999Z");
-        assert_eq!(at(1_709_164_800, 7), "2024-02-29T00:00:00.007Z");
-        assert_eq!(at(1_709_251_200, 0), "2024-03-01T00:00:00.000Z");
     }
 }

@@ -30,6 +30,7 @@ use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::Lab;
 use crate::paths::Home;
 use crate::rundir::{DECISIONS_CSV, MANAGE_CSV, MANAGE_JSON, ManageJson, RunDir};
+use crate::wait::Backoff;
 
 /// The files a manager writes into its run; none may exist before it starts.
 pub const MANAGE_FILES: [&str; 3] = [DECISIONS_CSV, MANAGE_CSV, MANAGE_JSON];
@@ -153,23 +154,23 @@ pub fn run<H: Sampler + Actuator>(
     let none = plan(&first, &mut looper.state, &opts.config);
     debug_assert!(none.is_empty());
     looper.observe(&hv, &first, Vec::new())?;
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         if !clock.pause(opts.config.interval_s) {
             break;
         }
         match looper.round(&hv, list) {
-            Ok(()) => backoff = Duration::from_secs(1),
+            Ok(()) => backoff.reset(),
             Err(e) if hv.is_alive() => say(&format!("round failed: {e:#}")),
             Err(e) => {
+                let wait = backoff.wait();
                 say(&format!(
                     "libvirt went away ({e:#}); reconnecting in {} s",
-                    backoff.as_secs()
+                    wait.as_secs()
                 ));
-                if !clock.pause(backoff.as_secs_f64()) {
+                if !clock.pause(wait.as_secs_f64()) {
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 match connect() {
                     Ok(new) => {
                         hv = new;
@@ -202,16 +203,11 @@ pub fn list_domains(hv: &Libvirt, scope: &Scope) -> Result<Vec<String>> {
     })
 }
 
-/// Sleeps `seconds` in small steps; `false` when Ctrl-C or the end came.
+/// Sleeps `seconds`; `false` when Ctrl-C or the end came.
 fn pause(seconds: f64, cancel: &AtomicBool, ends: Option<Instant>) -> bool {
     let until = Instant::now() + Duration::from_secs_f64(seconds);
-    while Instant::now() < until {
-        if cancel.load(Ordering::SeqCst) || ends.is_some_and(|e| Instant::now() >= e) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    !cancel.load(Ordering::SeqCst) && ends.is_none_or(|e| Instant::now() < e)
+    let over = || ends.is_some_and(|e| Instant::now() >= e);
+    !crate::wait::cut_short(until, &|| cancel.load(Ordering::SeqCst) || over()) && !over()
 }
 
 /// The run's files.

@@ -82,11 +82,8 @@ pub fn collect(
                 + Duration::from_secs(
                     plan.interval_s * (began.elapsed().as_secs() / plan.interval_s + 1),
                 );
-            while Instant::now() < next {
-                if cancel.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if crate::wait::cut_short(next, &|| cancel.load(Ordering::SeqCst)) {
+                return Ok(());
             }
             if plan.duration.is_some_and(|d| began.elapsed() > d) {
                 return Ok(());
@@ -240,7 +237,7 @@ impl Feed {
                 retry.clone(),
             );
             std::thread::spawn(move || {
-                let mut wait = RETRY_FIRST;
+                let mut backoff = crate::wait::Backoff::new(RETRY_FIRST, RETRY_LAST);
                 // Said once per outage: until the reporter works again, attempts stay quiet.
                 let mut warned = false;
                 loop {
@@ -251,7 +248,8 @@ impl Feed {
                     }
                     restarts.fetch_add(1, Ordering::SeqCst);
                     if stats.lock().unwrap().good > good_before {
-                        (warned, wait) = (false, RETRY_FIRST);
+                        warned = false;
+                        backoff.reset();
                     }
                     let why = ended.map_or_else(|e| format!("{e:#}"), |()| "it ended".into());
                     if warned {
@@ -263,15 +261,13 @@ impl Feed {
                         );
                         warned = true;
                     }
-                    let woken = sleep_unless(wait, &stop, &retry);
+                    let woken = sleep_unless(backoff.wait(), &stop, &retry);
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    wait = if woken {
-                        RETRY_FIRST
-                    } else {
-                        (wait * 2).min(RETRY_LAST)
-                    };
+                    if woken {
+                        backoff.reset();
+                    }
                 }
             })
         };
@@ -307,14 +303,9 @@ impl Feed {
 /// Sleeps `wait` unless `stop` or `retry` (which it clears) goes up first;
 /// returns whether one did.
 fn sleep_unless(wait: Duration, stop: &AtomicBool, retry: &AtomicBool) -> bool {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if stop.load(Ordering::SeqCst) || retry.swap(false, Ordering::SeqCst) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    crate::wait::cut_short(Instant::now() + wait, &|| {
+        stop.load(Ordering::SeqCst) || retry.swap(false, Ordering::SeqCst)
+    })
 }
 
 /// Runs the reporter in the guest until it ends or `stop` goes up.

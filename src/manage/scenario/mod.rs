@@ -200,11 +200,8 @@ fn observe(
             scope.spawn(move || {
                 for (i, start) in starts.iter().enumerate().filter(|(_, s)| s.vm == vm) {
                     let due = began + Duration::from_secs_f64(start.at_s);
-                    while Instant::now() < due {
-                        if cancel.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
+                    if crate::wait::cut_short(due, &|| cancel.load(Ordering::SeqCst)) {
+                        return;
                     }
                     let (name, given) = start.load.workload();
                     let params: Vec<String> =
