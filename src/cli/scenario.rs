@@ -166,7 +166,7 @@ fn real(
     );
     let cancel = interrupt_flag()?;
     let report = play(
-        &scenario::Lab {
+        &scenario::Stage {
             vms,
             guests: &guests,
             hv: &sampler,

@@ -13,7 +13,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::metrics::row::{MetricsRow, pcpu_column_indexes};
-use crate::metrics::run::{CsvTail, DECISIONS_CSV, Decision, METRICS_CSV, Run};
+use crate::metrics::run::{CsvTail, DECISIONS_CSV, DecisionRecord, METRICS_CSV, Run};
 
 /// Rows kept for a page that connects late (about an hour of 5 VMs at 1 s).
 const HISTORY_ROWS: usize = 20_000;
@@ -29,7 +29,7 @@ pub struct State {
     pub mode: &'static str,
     pub pcpus: usize,
     rows: VecDeque<MetricsRow>,
-    decisions: VecDeque<Decision>,
+    decisions: VecDeque<DecisionRecord>,
     /// Rows and decisions ever added: a page's position in the stream.
     rows_added: u64,
     decisions_added: u64,
@@ -58,13 +58,13 @@ pub struct Message<'a> {
     pub mode: &'static str,
     pub pcpus: usize,
     pub rows: Vec<&'a MetricsRow>,
-    pub decisions: Vec<&'a Decision>,
+    pub decisions: Vec<&'a DecisionRecord>,
     pub finished: bool,
     pub error: Option<&'a str>,
 }
 
 impl State {
-    fn add(&mut self, rows: Vec<MetricsRow>, decisions: Vec<Decision>) {
+    fn add(&mut self, rows: Vec<MetricsRow>, decisions: Vec<DecisionRecord>) {
         for row in rows {
             self.latest.insert(row.vm.clone(), row.clone());
             push_capped(&mut self.rows, row, HISTORY_ROWS);
@@ -212,7 +212,7 @@ pub fn guard_source(feed: &Feed, source: impl FnOnce() + std::panic::UnwindSafe)
 /// Follows a run that another part of vmlab is writing, until `stop`.
 pub fn tail_run(feed: &Feed, run_dir: &Path, stop: &AtomicBool) {
     let mut metrics = CsvTail::<MetricsRow>::new(run_dir.join(METRICS_CSV));
-    let mut decisions = CsvTail::<Decision>::new(run_dir.join(DECISIONS_CSV));
+    let mut decisions = CsvTail::<DecisionRecord>::new(run_dir.join(DECISIONS_CSV));
     loop {
         let mut errors = Vec::new();
         let new_rows = or_report(metrics.read_new(), &mut errors);
@@ -281,7 +281,7 @@ pub fn replay_run(feed: &Feed, run: Run, speed: f64, stop: &AtomicBool) {
         }
         let due_rows: Vec<MetricsRow> =
             std::iter::from_fn(|| rows.next_if(|r| r.t_s <= t_s)).collect();
-        let due_decisions: Vec<Decision> =
+        let due_decisions: Vec<DecisionRecord> =
             std::iter::from_fn(|| decisions.next_if(|d| d.t_s <= t_s)).collect();
         feed.update(|state| state.add(due_rows, due_decisions));
     }

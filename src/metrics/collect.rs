@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use super::cpu::CpuUse;
 use super::reporter::{GuestSample, LineStats, REPORTER_SH};
 use super::row::{MetricsRow, MetricsWriter, kib_to_mib};
-use super::run::{CsvTail, DECISIONS_CSV, Decision, METRICS_CSV};
+use super::run::{CsvTail, DECISIONS_CSV, DecisionRecord, METRICS_CSV};
 use crate::guest::shell::quote;
 use crate::guest::ssh::{Cancel, Guest, Io, SshTarget};
 use crate::hypervisor::sample::{Sampler, Snapshot, VmSample};
@@ -71,7 +71,7 @@ pub fn collect(
         .iter()
         .map(|t| Feed::spawn(t.clone(), plan.interval_s, stop.clone()))
         .collect();
-    let mut decisions = CsvTail::<Decision>::new(plan.run_dir.join(DECISIONS_CSV));
+    let mut decisions = CsvTail::<DecisionRecord>::new(plan.run_dir.join(DECISIONS_CSV));
     let run_start = SystemTime::now();
     let began = Instant::now();
     let mut prev = first;
@@ -188,7 +188,7 @@ fn pins(vm: &VmSample, pcpus: u32) -> String {
 
 /// The manager's floor or thresholds (from the run's `manage.json`, when a
 /// manager writes into the same run) and its decisions about this VM.
-fn set_manager(row: &mut MetricsRow, manager: Option<&ManageJson>, decisions: &[Decision]) {
+fn set_manager(row: &mut MetricsRow, manager: Option<&ManageJson>, decisions: &[DecisionRecord]) {
     if let Some(m) = manager {
         match m.memory_policy.as_str() {
             "balloon" => row.mem_floor_mib = Some(m.mem_floor_mib as f64),
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn the_manager_adds_its_floor_thresholds_and_this_vms_decisions() {
-        let decision = |vm: &str| Decision {
+        let decision = |vm: &str| DecisionRecord {
             time: String::new(),
             t_s: 1.0,
             vm: vm.into(),

@@ -18,7 +18,7 @@ pub use crate::rundir::{BENCH_CSV, DECISIONS_CSV, METRICS_CSV};
 
 /// One line of `decisions.csv`: `time,t_s,vm,kind,before,after,unit,reason,inputs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct DecisionRecord {
     pub time: String,
     pub t_s: f64,
     pub vm: String,
@@ -90,7 +90,7 @@ fn deserialize<T: DeserializeOwned>(
     Ok(record.deserialize(Some(headers))?)
 }
 
-impl CsvRecord for Decision {
+impl CsvRecord for DecisionRecord {
     fn from_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Self> {
         deserialize(headers, record)
     }
@@ -276,7 +276,7 @@ pub struct Run {
     /// Host CPUs of the run, from the `pcpuN_pct` columns.
     pub pcpus: usize,
     pub metrics: Vec<MetricsRow>,
-    pub decisions: Vec<Decision>,
+    pub decisions: Vec<DecisionRecord>,
     pub bench: Vec<BenchResult>,
     /// What was left out of the files (numbers that are not finite, records
     /// without a usable time), one line each naming the file and record.
@@ -308,7 +308,7 @@ pub fn read_run(dir: &Path) -> Result<Run> {
         );
     }
     let metrics = CsvTail::<MetricsRow>::new(dir.join(METRICS_CSV)).read_all()?;
-    let decisions = CsvTail::<Decision>::new(dir.join(DECISIONS_CSV)).read_all()?;
+    let decisions = CsvTail::<DecisionRecord>::new(dir.join(DECISIONS_CSV)).read_all()?;
     let bench = CsvTail::<BenchResult>::new(dir.join(BENCH_CSV)).read_all()?;
     Ok(Run {
         dir: dir.to_path_buf(),
@@ -333,7 +333,7 @@ mod tests {
     fn tail_returns_only_complete_new_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DECISIONS_CSV);
-        let mut tail = CsvTail::<Decision>::new(&path);
+        let mut tail = CsvTail::<DecisionRecord>::new(&path);
         assert!(
             tail.read_new().unwrap().is_empty(),
             "missing file: no records yet"

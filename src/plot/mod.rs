@@ -19,7 +19,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::metrics::row::MetricsRow;
-use crate::metrics::run::{BenchResult, Decision, Run, read_run};
+use crate::metrics::run::{BenchResult, DecisionRecord, Run, read_run};
 
 const FONT: &str = "sans-serif";
 const WIDTH: u32 = 960;
@@ -379,7 +379,7 @@ where
 
 /// The manager's memory targets for `vm` as steps: each decision's `after`
 /// from its time on, the first decision's `before` until then.
-fn balloon_target(decisions: &[Decision], vm: &str, end_t_s: f64) -> Points {
+fn balloon_target(decisions: &[DecisionRecord], vm: &str, end_t_s: f64) -> Points {
     let mut steps = Points::new();
     for d in decisions
         .iter()
@@ -571,7 +571,7 @@ mod tests {
 
     #[test]
     fn balloon_target_steps_through_the_memory_decisions() {
-        let decision = |t_s, vm: &str, kind: &str, before: &str, after: &str| Decision {
+        let decision = |t_s, vm: &str, kind: &str, before: &str, after: &str| DecisionRecord {
             time: String::new(),
             t_s,
             vm: vm.into(),

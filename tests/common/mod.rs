@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use vmlab::metrics::row::{MetricsRow, MetricsWriter};
-use vmlab::metrics::run::{BENCH_CSV, BenchResult, DECISIONS_CSV, Decision, METRICS_CSV};
+use vmlab::metrics::run::{BENCH_CSV, BenchResult, DECISIONS_CSV, DecisionRecord, METRICS_CSV};
 
 pub mod http;
 pub mod lab;
@@ -157,10 +157,10 @@ fn latest<'a>(k: usize, vm: usize, kind: &str, initial: &'a str) -> &'a str {
         .fold(initial, |_, c| c.after)
 }
 
-pub fn decisions() -> Vec<Decision> {
+pub fn decisions() -> Vec<DecisionRecord> {
     CHANGES
         .iter()
-        .map(|c| Decision {
+        .map(|c| DecisionRecord {
             time: humantime::format_rfc3339_millis(at(c.t_s)).to_string(),
             t_s: c.t_s,
             vm: VMS[c.vm].to_string(),

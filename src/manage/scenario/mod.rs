@@ -29,8 +29,9 @@ use crate::workload::run::stop_detached;
 use crate::workload::{Ready, Request};
 use loads::{Start, schedule};
 
-/// What the runner needs from the lab.
-pub struct Lab<'a> {
+/// What a scenario is played on: the lab's running VMs, an SSH session to
+/// each, and libvirt.
+pub struct Stage<'a> {
     pub vms: &'a [VmRecord],
     pub guests: &'a [Guest],
     /// A connection for the sampler; the manager makes its own with `connect`.
@@ -54,7 +55,7 @@ pub struct Play<'a> {
 
 /// Plays the scenario on the lab and judges it.
 pub fn play(
-    lab: &Lab,
+    lab: &Stage,
     play: Play,
     cancel: &AtomicBool,
     say: &(dyn Fn(&str) + Sync),
@@ -151,7 +152,7 @@ fn prepare_loads(starts: &[Start], prepare: Prepare, template: &Request) -> Resu
 }
 
 /// Balloons, online CPUs and pins as the scenario starts them.
-fn set_up(lab: &Lab, scenario: &Scenario, scale: f64, pcpus: u32) -> Result<()> {
+fn set_up(lab: &Stage, scenario: &Scenario, scale: f64, pcpus: u32) -> Result<()> {
     let all = CpuSet::new(0..pcpus);
     for ((vm, guest), spec) in lab.vms.iter().zip(lab.guests).zip(&scenario.vms) {
         let memory = Mib(((spec.memory_mib as f64) * scale) as u64)
@@ -184,7 +185,7 @@ fn set_up(lab: &Lab, scenario: &Scenario, scale: f64, pcpus: u32) -> Result<()> 
 /// time, from a thread of its own (a start is an SSH round trip to a busy
 /// guest, seconds under TCG: it must not delay the samples).
 fn observe(
-    lab: &Lab,
+    lab: &Stage,
     names: &[String],
     starts: &[Start],
     programs: &[Ready],
