@@ -28,8 +28,11 @@ pub const DECISIONS_CSV: &str = "decisions.csv";
 pub const MANAGE_CSV: &str = "manage.csv";
 /// `vmlab manage`: its policies and thresholds (JSON).
 pub const MANAGE_JSON: &str = "manage.json";
-/// `vmlab scenario run`: the judge's figures (JSON).
+/// `vmlab scenario run`: the judge's inputs and figures (JSON).
 pub const SCENARIO_JSON: &str = "scenario.json";
+/// `vmlab scenario run`: what the judge saw, one libvirt sample a second
+/// (one JSON snapshot a line): a recorded run replays through the judge.
+pub const OBSERVED_JSONL: &str = "observed.jsonl";
 
 /// `manage.json`: what a manager ran with. The manager writes it, the
 /// monitor reads it to draw the manager's floor and thresholds.

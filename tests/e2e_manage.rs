@@ -24,7 +24,7 @@ fn scenario(lab: &TestLab, name: &str) -> (Value, std::path::PathBuf) {
     let dir = printed_run_dir(home(), &run.stdout);
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("scenario.json")).unwrap()).unwrap();
-    let figures = doc["figures"].clone();
+    let figures = doc["record"]["figures"].clone();
     let sd: Vec<String> = (doc["t_s"].as_array().unwrap().iter())
         .zip(doc["sd_pct"].as_array().unwrap())
         .map(|(t, sd)| format!("{:.0}s:{:.1}", t.as_f64().unwrap(), sd.as_f64().unwrap()))

@@ -15,7 +15,7 @@ use crate::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy, Overrides};
 use crate::manage::scenario::{self, Play, play};
 use crate::manage::sim;
 use crate::manage::sim::scenario::{Scale, Scenario, library};
-use crate::rundir::{RunDir, SCENARIO_JSON};
+use crate::rundir::RunDir;
 use crate::workload::source::Offered;
 use crate::workload::{Preset, Request, check};
 
@@ -181,18 +181,6 @@ fn real(
         },
         &cancel,
         &|line| println!("{line}"),
-    )?;
-    let doc = serde_json::json!({
-        "schema": 1,
-        "scenario": scenario.name,
-        "figures": report.figures(),
-        "t_s": report.t_s,
-        "sd_pct": report.sd_pct,
-        "pcpu_pct": report.pcpu_pct,
-    });
-    crate::files::write_atomic(
-        &run_dir.join(SCENARIO_JSON),
-        (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
     )?;
     println!("results in {}", run_dir.display());
     Ok(report)

@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 
 /// One sample of the host and every managed VM, taken at `at_s`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Monotonic seconds (any origin); only differences matter.
     pub at_s: f64,
@@ -16,7 +17,7 @@ pub struct Snapshot {
 }
 
 /// virNodeGetInfo + node memory stats.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostSample {
     pub pcpus: u32,
     /// What the host can hand out without swapping: free plus buffers and
@@ -26,11 +27,12 @@ pub struct HostSample {
     /// Per pCPU, nanoseconds busy since boot (user + kernel) by anything:
     /// the only way to see load that is not a vCPU (other programs, QEMU's
     /// own threads). Empty when the driver cannot tell.
+    #[serde(default)]
     pub pcpu_busy_ns: Vec<u64>,
 }
 
 /// One running domain.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmSample {
     pub name: String,
     /// The online vCPUs, index = vCPU number (virDomainGetVcpus + pin info).
@@ -44,7 +46,7 @@ pub struct VmSample {
     pub balloon: Option<BalloonSample>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VcpuSample {
     /// Cumulative CPU time of this vCPU's thread.
     pub cpu_time_ns: u64,
@@ -55,7 +57,7 @@ pub struct VcpuSample {
 }
 
 /// The balloon driver's report, as of the guest's `last_update`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalloonSample {
     /// Memory the guest has now (balloon size).
     pub actual_kib: u64,

@@ -203,6 +203,10 @@ pub fn plan(round: &Round, state: &mut PinState, cfg: &PinConfig) -> Vec<Decisio
                 .input("demand_pct", demand[i])
                 .input("starved", if starved[i] { "yes" } else { "no" })
                 .input(
+                    "pcpu_busy_pct",
+                    busy_pct.get(v.sample.pcpu as usize).copied().unwrap_or(0.0),
+                )
+                .input(
                     "from",
                     pinned[i]
                         .map_or("unpinned".to_string(), |p| p.to_string())
@@ -321,6 +325,18 @@ fn starved(
     } else {
         (cfg.saturated_pct, STARVED_SHARE)
     };
+    let saturated = |p: usize| busy_pct.get(p).is_some_and(|b| *b >= saturated_pct);
+    // On a busy host other work takes a cut of every pCPU: vCPUs that want
+    // more get shares alike wherever they are, so a pCPU whose vCPUs all
+    // get far less than the busiest vCPUs elsewhere holds light ones.
+    let top_anywhere = if busy_host {
+        (0..top.len())
+            .filter(|&p| saturated(p))
+            .map(|p| top[p])
+            .fold(0.0, f64::max)
+    } else {
+        0.0
+    };
     vcpus
         .iter()
         .zip(use_pct)
@@ -330,8 +346,8 @@ fn starved(
                 return (false, false);
             };
             let p = p as usize;
-            let saturated = busy_pct.get(p).is_some_and(|b| *b >= saturated_pct);
-            (saturated && *u >= share * top[p], saturated)
+            let starved = *u >= share * top[p].max(top_anywhere);
+            (saturated(p) && starved, saturated(p))
         })
         .unzip()
 }
@@ -760,6 +776,18 @@ mod tests {
             let pair = with_host_busy(cpu_pair(2, &noisy, 2.0), &[99.0, 98.0]);
             assert!(run(&pair.0, &pair.1, &mut state).is_empty());
         }
+        // Busy VMs together beside light ones, a build everywhere: the light
+        // ones get far less than the busy ones, so one busy VM moves.
+        let mixed = [
+            (Some(0), 35.0),
+            (Some(0), 33.0),
+            (Some(1), 15.0),
+            (Some(1), 14.0),
+        ];
+        let pair = with_host_busy(cpu_pair(2, &mixed, 2.0), &[100.0, 96.0]);
+        let planned = run(&pair.0, &pair.1, &mut PinState::default());
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert!(["vm-1", "vm-2"].contains(&planned[0].0.as_str()) && planned[0].1 == 1);
         // The same shares with all four on pCPU 0: they spread two and two.
         let crowded = [
             (Some(0), 24.0),

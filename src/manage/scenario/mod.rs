@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::judge::{JudgeConfig, Report, judge};
+use serde::{Deserialize, Serialize};
+
+use super::judge::{Figures, JudgeConfig, Report, judge};
 use super::policy::ManageConfig;
 use super::run::{Hooks, Options, Scope, Wall, list_domains, run as manage};
 use super::sim::scenario::Scenario;
+use super::snapshot::Snapshot;
 use crate::bench::configure;
 use crate::bench::matrix::Cell;
 use crate::guest::ssh::Guest;
@@ -23,7 +26,7 @@ use crate::hypervisor::libvirt::Libvirt;
 use crate::hypervisor::sample::Sampler;
 use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::state::VmRecord;
-use crate::rundir::RunDir;
+use crate::rundir::{OBSERVED_JSONL, RunDir, SCENARIO_JSON};
 use crate::units::{CpuSet, Mib};
 use crate::workload::run::stop_detached;
 use crate::workload::{Ready, Request};
@@ -67,6 +70,7 @@ pub fn play(
         prepare,
         template,
     } = play;
+    let run_dir = run.clone();
     if lab.vms.len() != scenario.vms.len() {
         bail!(
             "scenario `{}` is for {} VMs; the lab runs {}",
@@ -121,11 +125,81 @@ pub fn play(
         sampled
     })?;
     let oom = oom_kills(lab.guests)?.saturating_sub(oom_before);
-    let cfg = JudgeConfig {
+    let record = Record {
+        schema: 1,
+        scenario: scenario.name.to_string(),
+        phases_s: scenario.phases_s.clone(),
+        oom_kills: oom,
         floor_unused_mib: config.balloon.floor_unused_mib,
-        ..JudgeConfig::default()
+        figures: None,
     };
-    Ok(judge(&snapshots, &scenario.phases_s, oom, &cfg))
+    let report = record.judge(&snapshots);
+    record.save(&run_dir, &snapshots, &report)?;
+    Ok(report)
+}
+
+/// `scenario.json`: what the judge was given besides the samples (which go
+/// to `observed.jsonl`) and what it found. A recorded run replays through
+/// [`Record::judge`] to the same figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: u32,
+    pub scenario: String,
+    pub phases_s: Vec<f64>,
+    pub oom_kills: u32,
+    pub floor_unused_mib: u64,
+    pub figures: Option<Figures>,
+}
+
+impl Record {
+    pub fn judge(&self, observed: &[Snapshot]) -> Report {
+        let cfg = JudgeConfig {
+            floor_unused_mib: self.floor_unused_mib,
+            ..JudgeConfig::default()
+        };
+        judge(observed, &self.phases_s, self.oom_kills, &cfg)
+    }
+
+    fn save(&self, run: &RunDir, observed: &[Snapshot], report: &Report) -> Result<()> {
+        let mut lines = String::new();
+        for snap in observed {
+            lines += &(serde_json::to_string(snap)? + "\n");
+        }
+        std::io::Write::write_all(&mut run.create_file(OBSERVED_JSONL)?, lines.as_bytes())
+            .with_context(|| format!("writing {}", run.file(OBSERVED_JSONL).display()))?;
+        let doc = serde_json::json!({
+            "record": Record {
+                figures: Some(report.figures()),
+                ..self.clone()
+            },
+            "t_s": report.t_s,
+            "sd_pct": report.sd_pct,
+            "pcpu_pct": report.pcpu_pct,
+        });
+        std::io::Write::write_all(
+            &mut run.create_file(SCENARIO_JSON)?,
+            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+        )
+        .with_context(|| format!("writing {}", run.file(SCENARIO_JSON).display()))
+    }
+
+    /// A recorded run: its record and what the judge saw.
+    pub fn load(dir: &std::path::Path) -> Result<(Record, Vec<Snapshot>)> {
+        let path = dir.join(SCENARIO_JSON);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let doc: serde_json::Value = serde_json::from_str(&text)?;
+        let record: Record = serde_json::from_value(doc["record"].clone())
+            .with_context(|| format!("{}: no scenario record", path.display()))?;
+        let path = dir.join(OBSERVED_JSONL);
+        let observed = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<Snapshot>, _>>()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        Ok((record, observed))
+    }
 }
 
 /// The lab's VMs may be smaller than the scenario's: sizes scale by their
