@@ -79,6 +79,39 @@ const FOREIGN_PCT: f64 = 10.0;
 /// its vCPUs waiting within the interval before it shows 100 %.
 const SATURATED_ON_A_BUSY_HOST_PCT: f64 = 80.0;
 
+/// On a busy host, the share of a saturated pCPU its vCPUs must take for
+/// them to have competed for it (recorded here: idle VMs at 1.5 to 12 % on
+/// pCPUs a build kept 97 % busy were taken for starved and moved about).
+const VCPUS_SHARE_ON_A_BUSY_HOST: f64 = 0.5;
+
+/// The most a busy host raises the bars to move (see [`noise_scaled`]).
+const MAX_NOISE: f64 = 4.0;
+
+/// The bars to act (`trigger_sd_pct`, `target_spread_pct`, `min_gain_pct`,
+/// `change_pct`), raised on a busy host by how much of its busiest pCPU
+/// other work took: there the vCPUs' use is mostly the other work's noise
+/// (recorded here: busy VMs getting 10 to 25 % beside builds, moved 18
+/// times in a minute on gaps of 8 to 28 points), while a gross imbalance
+/// (all on one pCPU) still clears them.
+fn noise_scaled(cfg: &PinConfig, pcpu_pct: &[f64], busy_pct: &[f64]) -> PinConfig {
+    if !busy_host(pcpu_pct, busy_pct) {
+        return cfg.clone();
+    }
+    let noise = busy_pct
+        .iter()
+        .zip(pcpu_pct)
+        .map(|(busy, vcpus)| busy / vcpus.max(busy / MAX_NOISE).max(1.0))
+        .fold(1.0, f64::max)
+        .min(MAX_NOISE);
+    PinConfig {
+        trigger_sd_pct: cfg.trigger_sd_pct * noise,
+        target_spread_pct: cfg.target_spread_pct * noise,
+        min_gain_pct: cfg.min_gain_pct * noise,
+        change_pct: cfg.change_pct * noise,
+        ..cfg.clone()
+    }
+}
+
 /// Whether other work (not this round's vCPUs) took more than
 /// [`FOREIGN_PCT`] of some pCPU: the host is busy, its measures noisy.
 fn busy_host(pcpu_pct: &[f64], busy_pct: &[f64]) -> bool {
@@ -132,6 +165,8 @@ pub fn plan(round: &Round, state: &mut PinState, cfg: &PinConfig) -> Vec<Decisio
         return Vec::new();
     };
     let (starved, saturated) = starved(&vcpus, &use_pct, &pcpu_pct, &busy_pct, cfg);
+    let scaled = noise_scaled(cfg, &pcpu_pct, &busy_pct);
+    let cfg = &scaled;
     round.forget_gone(&mut state.known_pct);
     let pinned: Vec<Option<u32>> = vcpus.iter().map(|v| v.sample.pinned_to(pcpus)).collect();
     // Floating vCPUs blur who competed with whom, other work hides how much
@@ -326,16 +361,12 @@ fn starved(
         (cfg.saturated_pct, STARVED_SHARE)
     };
     let saturated = |p: usize| busy_pct.get(p).is_some_and(|b| *b >= saturated_pct);
-    // On a busy host other work takes a cut of every pCPU: vCPUs that want
-    // more get shares alike wherever they are, so a pCPU whose vCPUs all
-    // get far less than the busiest vCPUs elsewhere holds light ones.
-    let top_anywhere = if busy_host {
-        (0..top.len())
-            .filter(|&p| saturated(p))
-            .map(|p| top[p])
-            .fold(0.0, f64::max)
-    } else {
-        0.0
+    // On a busy host a pCPU can be full of other work while its vCPUs idle:
+    // they competed for it only where they took at least half of it.
+    let competed = |p: usize| {
+        !busy_host
+            || pcpu_pct.get(p).copied().unwrap_or(0.0)
+                >= VCPUS_SHARE_ON_A_BUSY_HOST * busy_pct.get(p).copied().unwrap_or(0.0)
     };
     vcpus
         .iter()
@@ -346,8 +377,8 @@ fn starved(
                 return (false, false);
             };
             let p = p as usize;
-            let starved = *u >= share * top[p].max(top_anywhere);
-            (saturated(p) && starved, saturated(p))
+            let starved = saturated(p) && competed(p) && *u >= share * top[p];
+            (starved, saturated(p))
         })
         .unzip()
 }
@@ -776,8 +807,9 @@ mod tests {
             let pair = with_host_busy(cpu_pair(2, &noisy, 2.0), &[99.0, 98.0]);
             assert!(run(&pair.0, &pair.1, &mut state).is_empty());
         }
-        // Busy VMs together beside light ones, a build everywhere: the light
-        // ones get far less than the busy ones, so one busy VM moves.
+        // Busy VMs together beside light ones, a build everywhere: the build
+        // fills the light ones' pCPU, they took little of it, so one busy VM
+        // moves.
         let mixed = [
             (Some(0), 35.0),
             (Some(0), 33.0),
@@ -788,6 +820,25 @@ mod tests {
         let planned = run(&pair.0, &pair.1, &mut PinState::default());
         assert_eq!(planned.len(), 1, "{planned:?}");
         assert!(["vm-1", "vm-2"].contains(&planned[0].0.as_str()) && planned[0].1 == 1);
+        // Busy VMs that the build leaves 5 to 12 % each: their use is the
+        // build's noise, and a gap of 8 points moves nothing.
+        let starved_out = [
+            (Some(0), 12.0),
+            (Some(0), 12.0),
+            (Some(1), 11.0),
+            (Some(1), 5.0),
+        ];
+        let pair = with_host_busy(cpu_pair(2, &starved_out, 2.0), &[100.0, 100.0]);
+        assert!(run(&pair.0, &pair.1, &mut PinState::default()).is_empty());
+        // Idle VMs beside a build that fills both pCPUs: nothing moves.
+        let idle = [
+            (Some(0), 8.9),
+            (Some(0), 2.0),
+            (Some(1), 7.5),
+            (Some(1), 1.5),
+        ];
+        let pair = with_host_busy(cpu_pair(2, &idle, 2.0), &[97.0, 98.0]);
+        assert!(run(&pair.0, &pair.1, &mut PinState::default()).is_empty());
         // The same shares with all four on pCPU 0: they spread two and two.
         let crowded = [
             (Some(0), 24.0),
