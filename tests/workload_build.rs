@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 
-use vmlab::bench::parse::{Parsed, parse};
 use vmlab::workload::manifest::Source;
+use vmlab::workload::parse::{Parsed, parse};
 use vmlab::workload::{self, Built, Preset, Workload};
 
 fn repo() -> &'static Path {

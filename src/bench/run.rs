@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use super::configure::{self, Applied};
 use super::matrix::{Cell, Matrix};
-use super::parse::parse;
 use super::results::timestamp;
 use crate::files::write_atomic;
 use crate::guest::ssh::Guest;
@@ -23,6 +22,7 @@ use crate::hypervisor::{Actuator, Hypervisor, Versions};
 use crate::lab::state::VmRecord;
 use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
 use crate::workload::Ready;
+use crate::workload::parse::parse;
 use crate::workload::run::{GUEST_ROOT, Outcome, keep_raw};
 use crate::workload::source::Origin;
 

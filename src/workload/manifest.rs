@@ -36,7 +36,7 @@
 //! stage = "build"                         # or "run"
 //! description = "elements per array"
 //! [output]
-//! parser = "stream"                       # see bench::parse
+//! parser = "stream"                       # see workload::parse
 //! files = []                              # result files it writes in its working dir (globs)
 //! ```
 
@@ -47,7 +47,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::parse as parsers;
+use super::parse as parsers;
 use crate::units::Mib;
 
 /// The manifest's file name inside a workload folder.
@@ -184,7 +184,7 @@ fn success_only() -> Vec<i32> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
-    /// A name `bench::parse::parse` knows.
+    /// A name `workload::parse::parse` knows.
     pub parser: String,
     /// Globs (`*`, `?`) of result files the program writes in its working
     /// directory; kept as raw output and given to the parser.
