@@ -149,6 +149,9 @@ impl Workload {
                 !pattern.is_empty() && !pattern.contains('/'),
                 "`output.files`: `{pattern}` must be a file name pattern, without `/`"
             );
+            if let Err(e) = glob::Pattern::new(pattern) {
+                bail!("`output.files`: `{pattern}` is not a pattern: {}", e.msg);
+            }
         }
         Ok(())
     }
@@ -375,6 +378,11 @@ mod tests {
                 "files = [\"result-*.txt\"]",
                 "files = [\"out/result-*.txt\"]",
                 ": `output.files`: `out/result-*.txt` must be a file name pattern, without `/`",
+            ),
+            (
+                "files = [\"result-*.txt\"]",
+                "files = [\"result-[.txt\"]",
+                ": `output.files`: `result-[.txt` is not a pattern: invalid range pattern",
             ),
             (
                 "binary = \"demo\"",

@@ -195,7 +195,7 @@ fn success_only() -> Vec<i32> {
 pub struct Output {
     /// A name `workload::parse::parse` knows.
     pub parser: String,
-    /// Globs (`*`, `?`) of result files the program writes in its working
+    /// Patterns (`*`, `?`, `[…]`) of result files the program writes in its working
     /// directory; kept as raw output and given to the parser.
     pub files: Vec<String>,
 }
@@ -210,7 +210,8 @@ impl Workload {
         self.output
             .files
             .iter()
-            .any(|pattern| glob_match(pattern.as_bytes(), file_name.as_bytes()))
+            .filter_map(|pattern| glob::Pattern::new(pattern).ok())
+            .any(|pattern| pattern.matches_with(file_name, FILE_NAME))
     }
 }
 
@@ -221,43 +222,21 @@ fn is_identifier(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Shell-style matching of a file name: `*` any run of characters, `?` one.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    // Where the last `*` was, and where in the name it started matching.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, n));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == name[n] => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                // Let the last `*` swallow one more character and retry.
-                Some((sp, sn)) => {
-                    star = Some((sp, sn + 1));
-                    p = sp + 1;
-                    n = sn + 1;
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
+/// How `output.files` patterns match (`*`, `?`, `[…]` as in a shell): file
+/// names have no `/`, and case counts, as on Linux.
+const FILE_NAME: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
 
 #[cfg(test)]
 mod tests {
     use super::testkit::demo;
-    use super::*;
 
     #[test]
     fn output_files_match_their_globs() {
-        let (_root, w) = demo();
+        let (_root, mut w) = demo();
         assert!(w.is_output_file("result-1.txt"));
         assert!(w.is_output_file("result-.txt"));
         assert!(!w.is_output_file("result-1.txt.bak"));
@@ -274,12 +253,12 @@ mod tests {
             ("?x", "yx", true),
             ("?x", "x", false),
             ("*", "", true),
+            ("result-[0-9].txt", "result-7.txt", true),
+            ("result-[0-9].txt", "result-x.txt", false),
+            ("*.TXT", "a.txt", false),
         ] {
-            assert_eq!(
-                glob_match(pattern.as_bytes(), name.as_bytes()),
-                matches,
-                "{pattern} {name}"
-            );
+            w.output.files = vec![pattern.to_owned()];
+            assert_eq!(w.is_output_file(name), matches, "{pattern} {name}");
         }
     }
 }
