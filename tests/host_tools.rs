@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use vmlab::image::build::guest_kernel;
+use vmlab::image::build::{guest_kernel, tarball};
 use vmlab::image::store::backing_file;
 use vmlab::lab::{keys, overlay, seed};
 use vmlab::paths::Home;
@@ -131,4 +131,92 @@ fn the_cloud_kernel_has_every_module_the_guest_loads() {
         kernel.late_modules.last().map(String::as_str),
         Some("virtio_balloon")
     );
+}
+
+/// Alpine's own minirootfs (`VMLAB_ALPINE_ROOTFS`, else the copy beside the
+/// repository): root owns everything but `/etc/shadow`, group `shadow`.
+#[test]
+fn alpine_minirootfs_owners_are_read_from_the_archive() {
+    let alpine = std::env::var_os("VMLAB_ALPINE_ROOTFS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz")
+        });
+    if !alpine.is_file() {
+        eprintln!(
+            "skipped: no Alpine minirootfs at {} (set VMLAB_ALPINE_ROOTFS)",
+            alpine.display()
+        );
+        return;
+    }
+    let owners = tarball::owners(&alpine).unwrap();
+    assert_eq!(
+        owners.into_iter().collect::<Vec<_>>(),
+        [(std::path::PathBuf::from("etc/shadow"), (0, 42))]
+    );
+}
+
+/// Archives as GNU tar writes them, in its own format and in POSIX pax
+/// (long names in extended headers), plain and gzipped.
+#[test]
+fn gnu_tar_archives_give_their_owners() {
+    if !have("tar") || !have("gzip") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let long = format!("home/{}", "d".repeat(120));
+    for d in ["bin", "etc", long.as_str()] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("etc/shadow"), "root:*:::::::\n").unwrap();
+    std::fs::write(root.join("home/a file"), "x").unwrap();
+    std::fs::write(root.join(&long).join("f"), "y").unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", root.join("bin/ps")).unwrap();
+    let tar = |archive: &Path, format: &str, append: bool, owner: &str, what: &str| {
+        let status = Command::new("tar")
+            .arg(if append { "-rf" } else { "-cf" })
+            .arg(archive)
+            .arg(format!("--format={format}"))
+            .args(["--numeric-owner", "--no-recursion"])
+            .arg(format!("--owner={}", owner.split(':').next().unwrap()))
+            .arg(format!("--group={}", owner.split(':').nth(1).unwrap()))
+            .arg("-C")
+            .arg(&root)
+            .args(what.split(','))
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar {what}");
+    };
+    for format in ["gnu", "pax"] {
+        let archive = dir.path().join(format!("{format}.tar"));
+        tar(&archive, format, false, "0:0", "./,./bin,./bin/ps,./etc");
+        tar(&archive, format, true, "0:42", "./etc/shadow");
+        let home = format!("./home,./home/a file,./{long},./{long}/f");
+        tar(&archive, format, true, "1000:1000", &home);
+        let gz = dir.path().join(format!("{format}.tar.gz"));
+        let zipped = Command::new("gzip")
+            .arg("-c")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        std::fs::write(&gz, zipped.stdout).unwrap();
+        for path in [&archive, &gz] {
+            let owners: Vec<_> = tarball::owners(path).unwrap().into_iter().collect();
+            let user = |p: &str| (std::path::PathBuf::from(p), (1000, 1000));
+            assert_eq!(
+                owners,
+                [
+                    (std::path::PathBuf::from("etc/shadow"), (0, 42)),
+                    user("home"),
+                    user("home/a file"),
+                    user(&long),
+                    user(&format!("{long}/f")),
+                ],
+                "{}",
+                path.display()
+            );
+        }
+    }
 }

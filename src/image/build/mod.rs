@@ -18,7 +18,7 @@
 mod initramfs;
 mod kernel;
 mod rootfs;
-mod tarball;
+pub mod tarball;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -1,12 +1,17 @@
 //! An Alpine minirootfs tarball: extracted by the host's `tar` (modes kept,
-//! owners dropped: building needs no root), and its listing read for the
-//! owners that are not root, which `set_owners` puts into the image.
+//! owners dropped: building needs no root), and its listing read with the
+//! `tar` crate for the owners that are not root, which `set_owners` puts
+//! into the image. Reading the archive itself, not `tar -tv` text, leaves
+//! no column layout, locale or odd file name to get wrong.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
+use flate2::read::GzDecoder;
 
 use crate::host;
 
@@ -30,66 +35,138 @@ pub(super) fn extract(tarball: &Path, rootfs: &Path) -> Result<()> {
 }
 
 /// `path in the guest` → `(uid, gid)` for the tarball's entries not owned by
-/// root (Alpine: `/etc/shadow` is group `shadow`).
-pub(super) fn owners(tarball: &Path) -> Result<BTreeMap<PathBuf, (u32, u32)>> {
-    let out = host::run(
-        Command::new("tar")
-            .args(["--numeric-owner", "-tvf"])
-            .arg(tarball),
-    )?;
-    Ok(parse_tar_owners(&String::from_utf8_lossy(&out.stdout)))
+/// root (Alpine: `/etc/shadow` is group `shadow`). Reads a `.tar` or a
+/// `.tar.gz` (Alpine's minirootfs is one); an entry whose path climbs out
+/// with `..` has no place in the guest and is left out.
+pub fn owners(tarball: &Path) -> Result<BTreeMap<PathBuf, (u32, u32)>> {
+    let file = File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    let mut reader = BufReader::new(file);
+    let gzip = reader.fill_buf()?.starts_with(&GZIP_MAGIC);
+    let stream: Box<dyn Read> = if gzip {
+        Box::new(GzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
+    owners_in(stream).with_context(|| {
+        format!(
+            "reading the listing of {}; give a .tar or .tar.gz root file system",
+            tarball.display()
+        )
+    })
 }
 
-/// Lines of `tar -tv --numeric-owner`: `MODE UID/GID SIZE DATE TIME PATH[ -> TARGET]`.
-fn parse_tar_owners(listing: &str) -> BTreeMap<PathBuf, (u32, u32)> {
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+fn owners_in(stream: impl Read) -> Result<BTreeMap<PathBuf, (u32, u32)>> {
     let mut owners = BTreeMap::new();
-    for line in listing.lines() {
-        // Five words, then the path (which may hold spaces).
-        let mut words = Vec::new();
-        let mut rest = line;
-        for _ in 0..5 {
-            rest = rest.trim_start();
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            words.push(&rest[..end]);
-            rest = &rest[end..];
-        }
-        let path = rest.trim_start();
-        let path = path.split(" -> ").next().unwrap_or(path);
-        let ids = words[1].split_once('/');
-        let Some((Ok(uid), Ok(gid))) = ids.map(|(u, g)| (u.parse::<u32>(), g.parse::<u32>()))
-        else {
+    for entry in tar::Archive::new(stream).entries()? {
+        let entry = entry?;
+        let header = entry.header();
+        let ids = (u32::try_from(header.uid()?)?, u32::try_from(header.gid()?)?);
+        if ids == (0, 0) {
             continue;
-        };
-        if (uid, gid) != (0, 0) && !path.is_empty() {
-            let rel = path.trim_start_matches("./").trim_end_matches('/');
-            owners.insert(PathBuf::from(rel), (uid, gid));
+        }
+        let path = entry.path()?;
+        if path.components().any(|c| c == Component::ParentDir) {
+            continue;
+        }
+        // `./etc/shadow` and `etc/shadow/` are both `etc/shadow` in the guest.
+        let rel: PathBuf = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        if !rel.as_os_str().is_empty() {
+            owners.insert(rel, ids);
         }
     }
-    owners
+    Ok(owners)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A small root file system as the `tar` crate writes it (ustar headers,
+    /// GNU long names for what does not fit).
+    fn archive(gzip: bool) -> Vec<u8> {
+        let entries: [(&str, tar::EntryType, (u64, u64)); 7] = [
+            ("./", tar::EntryType::Directory, (0, 0)),
+            ("./etc/shadow", tar::EntryType::Regular, (0, 42)),
+            ("./bin/ps", tar::EntryType::Symlink, (0, 0)),
+            ("./home/a file", tar::EntryType::Regular, (1000, 1000)),
+            ("./var/lib/x/", tar::EntryType::Directory, (101, 102)),
+            ("../escape", tar::EntryType::Regular, (5, 5)),
+            (&LONG, tar::EntryType::Regular, (7, 8)),
+        ];
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, kind, (uid, gid)) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_uid(uid);
+            header.set_gid(gid);
+            header.set_mode(0o644);
+            header.set_size(0);
+            if kind == tar::EntryType::Symlink {
+                header.set_link_name("/bin/busybox").unwrap();
+            }
+            // `append_data` would refuse `..`: write the name by hand.
+            if path.starts_with("..") {
+                header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+                header.set_cksum();
+                builder.append(&header, std::io::empty()).unwrap();
+            } else {
+                builder
+                    .append_data(&mut header, path, std::io::empty())
+                    .unwrap();
+            }
+        }
+        let tar = builder.into_inner().unwrap();
+        if !gzip {
+            return tar;
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// Longer than the 100 bytes of a ustar name.
+    static LONG: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("./usr/share/{}/f", "d".repeat(120)));
+
     #[test]
-    fn tar_listing_gives_the_owners_that_are_not_root() {
-        let listing = "\
-drwxr-xr-x 0/0               0 2024-09-06 14:04 ./
--rw-r----- 0/42            446 2024-09-06 14:04 ./etc/shadow
-lrwxrwxrwx 0/0               0 2024-09-06 11:34 ./bin/ps -> /bin/busybox
--rw-r--r-- 1000/1000         5 2024-09-06 11:34 ./home/a file -> x
-drwxr-x--- 101/102           0 2024-09-06 11:34 ./var/lib/x/
-garbage line
-";
-        let owners = parse_tar_owners(listing);
-        assert_eq!(
-            owners.into_iter().collect::<Vec<_>>(),
-            [
-                (PathBuf::from("etc/shadow"), (0, 42)),
-                (PathBuf::from("home/a file"), (1000, 1000)),
-                (PathBuf::from("var/lib/x"), (101, 102)),
-            ]
+    fn owners_that_are_not_root_come_from_tar_and_tar_gz() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, gzip) in [("root.tar", false), ("root.tar.gz", true)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, archive(gzip)).unwrap();
+            assert_eq!(
+                owners(&path).unwrap().into_iter().collect::<Vec<_>>(),
+                [
+                    (PathBuf::from("etc/shadow"), (0, 42)),
+                    (PathBuf::from("home/a file"), (1000, 1000)),
+                    (PathBuf::from(&LONG[2..]), (7, 8)),
+                    (PathBuf::from("var/lib/x"), (101, 102)),
+                ],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_tarball_is_one_line_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rootfs.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &[b'x'; 2000]).unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let err = format!("{:#}", owners(&path).unwrap_err());
+        assert!(
+            err.starts_with(&format!(
+                "reading the listing of {}; give a .tar or .tar.gz root file system: ",
+                path.display()
+            )),
+            "{err}"
         );
+        assert!(!err.contains('\n'), "{err}");
     }
 }
