@@ -6,6 +6,7 @@ pub mod config;
 pub mod dashboard;
 pub mod doctor;
 pub mod download;
+pub mod duration;
 pub mod files;
 pub mod guest;
 pub mod host;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use serde::{Deserialize, Serialize};
 
 use super::{BINARY, Workload, is_identifier};
@@ -37,7 +37,7 @@ pub enum ParamType {
     Int,
     /// A memory size (`512M`, `2G`, bare MiB), passed on in MiB.
     Size,
-    /// A time (`90`, `90s`, `2m`, `1h`), passed on in seconds.
+    /// A time (`90`, `90s`, `2m`, `1h30m`: [`crate::duration`]), passed on in seconds.
     Duration,
     /// One of `choices`, passed on as written.
     Choice,
@@ -148,7 +148,9 @@ impl Param {
             ParamType::Size => text
                 .parse::<Mib>()
                 .and_then(|mib| Ok(i64::try_from(mib.0)?)),
-            ParamType::Duration => parse_duration_s(text),
+            ParamType::Duration => crate::duration::parse_whole_s(text)
+                .map_err(|e| anyhow!(e))
+                .and_then(|s| Ok(i64::try_from(s)?)),
         }
         .map_err(|e| anyhow!("{e}; give {}", self.range()))?;
         let in_range = self.min.is_none_or(|min| number >= min)
@@ -162,25 +164,6 @@ impl Param {
         );
         Ok(number.to_string())
     }
-}
-
-/// A time in whole seconds: `90`, `90s`, `2m`, `1h`.
-fn parse_duration_s(text: &str) -> Result<i64> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => bail!("`{text}` is not a duration (write it like 90, 90s, 2m or 1h)"),
-    };
-    digits
-        .parse::<i64>()
-        .ok()
-        .and_then(|v| v.checked_mul(scale))
-        .ok_or_else(|| anyhow!("`{text}` is not a duration (write it like 90, 90s, 2m or 1h)"))
 }
 
 /// Which manifest value a parameter takes when none is given.
@@ -323,7 +306,8 @@ fn is_safe_word(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{demo, given};
+    use super::super::load;
+    use super::super::testkit::{demo, given, repo_workloads};
 
     #[test]
     fn a_value_never_splits_into_arguments() {
@@ -366,8 +350,16 @@ mod tests {
                 "`demo` parameter `mem_mib`: `1.5G` has an unknown unit; write it like 512M, 2G or 1536MiB; give 1..=4096 MiB",
             ),
             (
+                ("time_s", "soon"),
+                "`demo` parameter `time_s`: `soon` is not a duration (write it like 90, 90s, 2m or 1h30m); give 1..=3600 s",
+            ),
+            (
+                ("time_s", "1500ms"),
+                "`demo` parameter `time_s`: `1500ms` is not a whole number of seconds; give 1..=3600 s",
+            ),
+            (
                 ("time_s", "2d"),
-                "`demo` parameter `time_s`: `2d` is not a duration (write it like 90, 90s, 2m or 1h); give 1..=3600 s",
+                "`demo` parameter `time_s`: 172800 s is out of range; give 1..=3600 s",
             ),
             (
                 ("time_s", "0"),
@@ -382,5 +374,22 @@ mod tests {
             .resolve_params(&given(&[("size", "8"), ("size", "16")]))
             .unwrap_err();
         assert_eq!(twice.to_string(), "`demo` parameter `size` is given twice");
+    }
+
+    #[test]
+    fn durations_read_like_the_duration_flags() {
+        let w = load(&repo_workloads(), "cpu_hog").unwrap();
+        let duration_s = |text: &str| {
+            w.resolve_params(&given(&[("duration_s", text)]))
+                .map(|p| p.get("duration_s").unwrap().to_owned())
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(duration_s("1h30m"), Ok("5400".into()));
+        assert_eq!(duration_s("90"), Ok("90".into()));
+        assert_eq!(duration_s("2m"), Ok("120".into()));
+        assert_eq!(
+            duration_s("1h30"),
+            Err("`cpu_hog` parameter `duration_s`: `1h30` is not a duration (write it like 90, 90s, 2m or 1h30m); give 1..=86400 s".into())
+        );
     }
 }
