@@ -326,3 +326,48 @@ fn bad_workload_requests_are_one_line_errors_and_leave_no_results() {
         "a refused request created a results directory"
     );
 }
+
+#[test]
+fn durations_read_the_same_in_flags_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    for verb in ["manage", "monitor"] {
+        let err = stderr_of(vmlab(&home).args([verb, "--duration", "soon"]), 2);
+        assert!(
+            err.starts_with("error: invalid value 'soon' for '--duration <DURATION>': `soon` is not a duration (write it like 90, 90s, 2m or 1h30m)\n"),
+            "{verb}: {err}"
+        );
+        // A plain number is seconds: the flag is accepted, libvirt is what is missing.
+        for good in ["90", "1h30m"] {
+            let err = stderr_of(
+                vmlab(&home).args([
+                    "--connect",
+                    "qemu+unix:///system?socket=/nonexistent/sock",
+                    verb,
+                    "--duration",
+                    good,
+                ]),
+                125,
+            );
+            assert!(
+                err.starts_with("error: cannot connect to libvirt"),
+                "{verb} {good}: {err}"
+            );
+        }
+    }
+    let err = stderr_of(
+        vmlab(&home).args([
+            "--connect",
+            "test:///default",
+            "run",
+            "cpu_hog",
+            "--param",
+            "duration_s=1h30",
+        ]),
+        125,
+    );
+    assert_eq!(
+        err,
+        "error: `cpu_hog` parameter `duration_s`: `1h30` is not a duration (write it like 90, 90s, 2m or 1h30m); give 1..=86400 s\n"
+    );
+}
