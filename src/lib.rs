@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod paths;
 pub mod plot;
 pub mod rundir;
+pub mod stats;
 #[cfg(test)]
 mod testutil;
 pub mod units;

@@ -21,6 +21,7 @@ use crate::host::facts::HostFacts;
 use crate::hypervisor::{Actuator, Hypervisor, Versions};
 use crate::lab::state::VmRecord;
 use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
+use crate::stats::Spread;
 use crate::workload::Ready;
 use crate::workload::parse::parse;
 use crate::workload::run::{GUEST_ROOT, Outcome, keep_raw};
@@ -464,28 +465,23 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
         }
     }
     keys.into_iter()
-        .map(|(cell, metric, unit)| {
-            let mut values: Vec<f64> = rows
+        .filter_map(|(cell, metric, unit)| {
+            let values: Vec<f64> = rows
                 .iter()
                 .filter(|r| r.cell == cell && r.metric == metric)
                 .filter_map(|r| r.value)
                 .collect();
-            values.sort_by(f64::total_cmp);
-            let n = values.len();
-            let median = if n % 2 == 1 {
-                values[n / 2]
-            } else {
-                (values[n / 2 - 1] + values[n / 2]) / 2.0
-            };
-            Summary {
+            // A key comes from a row with a value: never empty.
+            let Spread { min, median, max } = Spread::of(&values)?;
+            Some(Summary {
                 cell,
                 metric,
                 unit,
                 median,
-                min: values[0],
-                max: values[n - 1],
-                n,
-            }
+                min,
+                max,
+                n: values.len(),
+            })
         })
         .collect()
 }
