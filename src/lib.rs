@@ -19,6 +19,7 @@ pub mod paths;
 pub mod plot;
 pub mod rundir;
 pub mod stats;
+pub mod table;
 #[cfg(test)]
 mod testutil;
 pub mod units;

@@ -7,3 +7,4 @@ pub mod configure;
 pub mod matrix;
 pub mod results;
 pub mod run;
+pub mod summary;

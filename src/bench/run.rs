@@ -21,7 +21,6 @@ use crate::host::facts::HostFacts;
 use crate::hypervisor::{Actuator, Hypervisor, Versions};
 use crate::lab::state::VmRecord;
 use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
-use crate::stats::Spread;
 use crate::workload::Ready;
 use crate::workload::parse::parse;
 use crate::workload::run::{GUEST_ROOT, Outcome, keep_raw};
@@ -443,98 +442,38 @@ fn save_record(run_dir: &Path, record: &RunRecord) -> Result<()> {
     )
 }
 
-/// Median, min and max of one metric in one cell, over VMs and repeats.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
-    pub cell: usize,
-    pub metric: String,
-    pub unit: String,
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub n: usize,
-}
-
-/// One line per (cell, metric), in the order the metrics first appear.
-pub fn summarize(rows: &[Row]) -> Vec<Summary> {
-    let mut keys: Vec<(usize, String, String)> = Vec::new();
-    for r in rows.iter().filter(|r| r.value.is_some()) {
-        let key = (r.cell, r.metric.clone(), r.unit.clone());
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
+/// A row of `vm-1` with 1 vCPU and 512 MiB, for tests.
+#[cfg(test)]
+pub(crate) fn test_row(cell: usize, metric: &str, value: Option<f64>) -> Row {
+    Row {
+        run_id: "r".into(),
+        time: "t".into(),
+        vm: "vm-1".into(),
+        cell,
+        vcpus: 1,
+        guest_cpus: 1,
+        memory_mib: 512,
+        guest_memtotal_mib: 480,
+        benchmark: "b".into(),
+        params: String::new(),
+        repeat: 1,
+        metric: metric.into(),
+        value,
+        unit: "u".into(),
+        valid: None,
+        duration_s: 1.0,
+        error: String::new(),
     }
-    keys.into_iter()
-        .filter_map(|(cell, metric, unit)| {
-            let values: Vec<f64> = rows
-                .iter()
-                .filter(|r| r.cell == cell && r.metric == metric)
-                .filter_map(|r| r.value)
-                .collect();
-            // A key comes from a row with a value: never empty.
-            let Spread { min, median, max } = Spread::of(&values)?;
-            Some(Summary {
-                cell,
-                metric,
-                unit,
-                median,
-                min,
-                max,
-                n: values.len(),
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(cell: usize, metric: &str, value: Option<f64>) -> Row {
-        Row {
-            run_id: "r".into(),
-            time: "t".into(),
-            vm: "vm-1".into(),
-            cell,
-            vcpus: 1,
-            guest_cpus: 1,
-            memory_mib: 512,
-            guest_memtotal_mib: 480,
-            benchmark: "b".into(),
-            params: String::new(),
-            repeat: 1,
-            metric: metric.into(),
-            value,
-            unit: "u".into(),
-            valid: None,
-            duration_s: 1.0,
-            error: String::new(),
-        }
-    }
-
-    #[test]
-    fn summary_is_per_cell_and_metric_and_skips_failures() {
-        let rows = [
-            row(1, "a", Some(3.0)),
-            row(1, "a", Some(1.0)),
-            row(1, "a", Some(2.0)),
-            row(1, "error", None),
-            row(2, "a", Some(10.0)),
-            row(2, "a", Some(20.0)),
-        ];
-        let s = summarize(&rows);
-        assert_eq!(s.len(), 2);
-        assert_eq!(
-            (s[0].cell, s[0].median, s[0].min, s[0].max, s[0].n),
-            (1, 2.0, 1.0, 3.0, 3)
-        );
-        assert_eq!((s[1].cell, s[1].median, s[1].n), (2, 15.0, 2));
-    }
-
     #[test]
     fn csv_rows_have_the_documented_columns() {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.serialize(row(1, "a", Some(2.5))).unwrap();
+        w.serialize(test_row(1, "a", Some(2.5))).unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         let header = text.lines().next().unwrap();
         assert_eq!(

@@ -8,7 +8,8 @@ use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
 use crate::bench::matrix::Matrix;
 use crate::bench::results::timestamp;
-use crate::bench::run::{Plan, RunRecord, SourceRecord, bench, summarize};
+use crate::bench::run::{Plan, RunRecord, SourceRecord, bench};
+use crate::bench::summary::{self, summarize};
 use crate::guest::ssh::Guest;
 use crate::hypervisor::Hypervisor;
 use crate::lab::inventory::select;
@@ -109,27 +110,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         bars.show(vm, what, false)
     })?;
     bars.clear();
-    let summary = summarize(&report.rows);
-    println!(
-        "{:<28} {:<24} {:>12} {:>12} {:>12}  {:<10} N",
-        "CELL", "METRIC", "MEDIAN", "MIN", "MAX", "UNIT"
-    );
-    for s in &summary {
-        let cell = cells
-            .iter()
-            .find(|c| c.index == s.cell)
-            .map(|c| format!("{}: {c}", c.index));
-        println!(
-            "{:<28} {:<24} {:>12.4} {:>12.4} {:>12.4}  {:<10} {}",
-            cell.unwrap_or_default(),
-            s.metric,
-            s.median,
-            s.min,
-            s.max,
-            s.unit,
-            s.n
-        );
-    }
+    print!("{}", summary::table(&summarize(&report.rows), &cells));
     for f in &report.failures {
         eprintln!("failed: {f}");
     }

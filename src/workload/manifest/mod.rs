@@ -73,6 +73,15 @@ pub enum Kind {
     Benchmark,
 }
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Load => "load",
+            Self::Benchmark => "benchmark",
+        })
+    }
+}
+
 /// One workload, as read from its folder and validated.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
