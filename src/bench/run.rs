@@ -13,18 +13,17 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::configure::{self, Applied};
-use super::matrix::{Cell, Matrix};
+use super::matrix::Cell;
+use super::record::{CellRecord, RunEntry, RunRecord};
 use super::results::timestamp;
 use crate::files::write_atomic;
 use crate::guest::ssh::Guest;
-use crate::host::facts::HostFacts;
-use crate::hypervisor::{Actuator, Hypervisor, Versions};
+use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::state::VmRecord;
 use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
 use crate::workload::Ready;
 use crate::workload::parse::parse;
 use crate::workload::run::{GUEST_ROOT, Outcome, keep_raw};
-use crate::workload::source::Origin;
 
 /// How long a VM may take to show a cell's vCPUs and memory.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -55,61 +54,6 @@ pub struct Row {
     pub duration_s: f64,
     /// Why this VM has no result here (empty when it has).
     pub error: String,
-}
-
-/// What ran where, for `run.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunEntry {
-    pub vm: String,
-    pub cell: usize,
-    pub repeat: u32,
-    pub exit: Option<String>,
-    pub run_s: Option<f64>,
-    /// vmlab's own time around the program: push, setup, fetch, cleanup, parse.
-    pub overhead_s: Option<f64>,
-    pub pushed: Option<bool>,
-    pub error: Option<String>,
-}
-
-/// `run.json`: everything needed to tell what was measured, and on what.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub schema: u32,
-    pub run_id: String,
-    pub started: String,
-    pub finished: Option<String>,
-    pub interrupted: bool,
-    pub lab: String,
-    pub benchmark: String,
-    pub params: Vec<(String, String)>,
-    pub matrix: Matrix,
-    pub repeat: u32,
-    pub vms: Vec<String>,
-    pub source: SourceRecord,
-    pub binary_sha256: String,
-    /// The input files the program read (`[run] files`): (path, SHA-256).
-    pub run_files: Vec<(String, String)>,
-    pub host: HostFacts,
-    pub versions: Versions,
-    /// `kvm` or `qemu` (TCG), per VM.
-    pub accel: Vec<(String, String)>,
-    pub cells: Vec<CellRecord>,
-    pub runs: Vec<RunEntry>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceRecord {
-    pub url: Option<String>,
-    pub sha256: Option<String>,
-    pub origin: Origin,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CellRecord {
-    pub cell: Cell,
-    /// What each VM really had.
-    pub applied: Vec<(String, Applied)>,
-    pub errors: Vec<(String, String)>,
 }
 
 /// Everything a benchmark run needs, checked before it starts.
