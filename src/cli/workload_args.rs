@@ -12,7 +12,7 @@ use super::logging::say;
 use crate::lab::inventory::On;
 use crate::paths::Home;
 use crate::workload::source::Offered;
-use crate::workload::{Checked, Preset, Ready, Request, check, parse_param};
+use crate::workload::{Checked, Preset, Ready, Request, catalog, check, parse_param};
 
 #[derive(clap::Args, Debug)]
 pub struct WorkloadArgs {
@@ -80,9 +80,7 @@ impl WorkloadArgs {
                     .map(|v| v.to_string_lossy().into_owned())
                     .or(file.sources_url),
             },
-            workloads_dir: env("VMLAB_WORKLOADS")
-                .map(PathBuf::from)
-                .or(file.workloads_dir),
+            workloads_dir: catalog::configured(file.workloads_dir),
         };
         Ok((check(home, &request)?, request))
     }

@@ -14,9 +14,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<i32> {
     let file = global.spec(Default::default())?.given;
-    let configured = std::env::var_os("VMLAB_WORKLOADS")
-        .map(std::path::PathBuf::from)
-        .or(file.workloads_dir);
+    let configured = catalog::configured(file.workloads_dir);
     let dir = catalog::dir(&global.home()?, configured.as_deref())?;
     let workloads = load_all(&dir)?;
     if args.json {
