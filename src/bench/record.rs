@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::configure::Applied;
+use super::configure::CellApplied;
 use super::matrix::{Cell, Matrix};
 use super::results::timestamp;
 use crate::host::facts::HostFacts;
@@ -70,7 +70,7 @@ pub struct SourceRecord {
 pub struct CellRecord {
     pub cell: Cell,
     /// What each VM really had.
-    pub applied: Vec<(String, Applied)>,
+    pub applied: Vec<(String, CellApplied)>,
     pub errors: Vec<(String, String)>,
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::configure::{self, Applied};
+use super::configure::{self, CellApplied};
 use super::matrix::Cell;
 use super::record::{CellRecord, RunEntry, RunRecord};
 use super::results::timestamp;
@@ -98,7 +98,7 @@ pub fn bench(
         .join(";");
 
     'cells: for cell in plan.cells.clone() {
-        let applied: Vec<Result<Applied>> = std::thread::scope(|scope| {
+        let applied: Vec<Result<CellApplied>> = std::thread::scope(|scope| {
             let handles: Vec<_> = plan
                 .vms
                 .iter()
@@ -191,7 +191,7 @@ struct One<'a> {
 impl One<'_> {
     fn run(
         &self,
-        applied: &Result<Applied>,
+        applied: &Result<CellApplied>,
         cancel: &AtomicBool,
         progress: &(dyn Fn(&str, &str) + Sync),
         csv: &Mutex<csv::Writer<std::fs::File>>,
@@ -287,7 +287,7 @@ impl One<'_> {
     }
 
     /// The metrics of one finished run, as rows.
-    fn rows(&self, applied: &Applied, outcome: &Outcome) -> Result<Vec<Row>> {
+    fn rows(&self, applied: &CellApplied, outcome: &Outcome) -> Result<Vec<Row>> {
         let workload = &self.plan.ready.workload;
         if !outcome.finished(workload) {
             let tail = String::from_utf8_lossy(&outcome.stderr);
@@ -334,7 +334,7 @@ impl One<'_> {
     #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
-        applied: Option<Applied>,
+        applied: Option<CellApplied>,
         metric: &str,
         value: Option<f64>,
         unit: &str,
@@ -342,7 +342,7 @@ impl One<'_> {
         duration_s: f64,
         error: &str,
     ) -> Row {
-        let a = applied.unwrap_or(Applied {
+        let a = applied.unwrap_or(CellApplied {
             vcpus: 0,
             guest_cpus: 0,
             memory_mib: 0,
