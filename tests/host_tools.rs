@@ -1,6 +1,9 @@
 //! Tests that need host programs (qemu-img, genisoimage, ssh-keygen) or the
 //! Debian cloud kernel. Each one says when it skips because a tool is
-//! missing; `scripts/setup` installs them all.
+//! missing, and fails instead under `VMLAB_REQUIRE_TOOLS=1` (`just test`,
+//! CI); `scripts/setup` installs them all.
+
+mod tools;
 
 use std::path::Path;
 use std::process::Command;
@@ -10,13 +13,10 @@ use vmlab::image::store::backing_file;
 use vmlab::lab::{keys, overlay, seed};
 use vmlab::paths::Home;
 
-/// `false` (and a line on stderr) when `program` is not installed.
+use tools::ready;
+
 fn have(program: &str) -> bool {
-    let found = which::which(program).is_ok();
-    if !found {
-        eprintln!("skipped: `{program}` is not installed (scripts/setup installs it)");
-    }
-    found
+    ready(tools::missing(program))
 }
 
 #[test]
@@ -100,10 +100,9 @@ fn the_cloud_kernel_has_every_module_the_guest_loads() {
         .flatten()
         .flatten()
         .any(|e| e.file_name().to_string_lossy().ends_with("-cloud-amd64"));
-    if !has_kernel {
-        eprintln!(
-            "skipped: no /boot/vmlinuz-*-cloud-amd64 (scripts/setup installs linux-image-cloud-amd64)"
-        );
+    if !ready((!has_kernel).then(|| {
+        "no /boot/vmlinuz-*-cloud-amd64 (scripts/setup installs linux-image-cloud-amd64)".into()
+    })) {
         return;
     }
     let kernel = guest_kernel(None).unwrap();
@@ -143,11 +142,13 @@ fn alpine_minirootfs_owners_are_read_from_the_archive() {
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../shared/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz")
         });
-    if !alpine.is_file() {
-        eprintln!(
-            "skipped: no Alpine minirootfs at {} (set VMLAB_ALPINE_ROOTFS)",
+    let missing = !alpine.is_file();
+    if !ready(missing.then(|| {
+        format!(
+            "no Alpine minirootfs at {} (set VMLAB_ALPINE_ROOTFS)",
             alpine.display()
-        );
+        )
+    })) {
         return;
     }
     let owners = tarball::owners(&alpine).unwrap();
@@ -219,4 +220,38 @@ fn gnu_tar_archives_give_their_owners() {
             );
         }
     }
+}
+
+/// This test binary again, on one test, with PATH emptied: `qemu-img` is
+/// then missing.
+fn without_tools(require: bool) -> (bool, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "overlay_points_at_its_base", "--nocapture"])
+        .env("PATH", "/nonexistent");
+    if require {
+        cmd.env(tools::REQUIRE, "1");
+    } else {
+        cmd.env_remove(tools::REQUIRE);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.into_owned())
+}
+
+#[test]
+fn a_missing_tool_fails_the_tier_when_tools_are_required() {
+    let (passed, output) = without_tools(true);
+    assert!(!passed, "{output}");
+    assert!(
+        output.contains(
+            "`qemu-img` is not installed (scripts/setup installs it); this tier needs it (VMLAB_REQUIRE_TOOLS=1)"
+        ),
+        "{output}"
+    );
+    let (passed, output) = without_tools(false);
+    assert!(passed, "{output}");
+    assert!(
+        output.contains("skipped: `qemu-img` is not installed (scripts/setup installs it)"),
+        "{output}"
+    );
 }
