@@ -113,7 +113,10 @@ fn read_back(hv: &dyn Hypervisor, guest: &Guest, vm: &str) -> Result<CellApplied
     let out = guest.exec("grep -c ^processor /proc/cpuinfo; grep ^MemTotal: /proc/meminfo")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let (cpus, memtotal) = parse_guest(&text).ok_or_else(|| {
-        anyhow::anyhow!("{vm} answered oddly about its CPUs and memory: {text:?}")
+        anyhow::anyhow!(
+            "{vm} answered oddly about its CPUs and memory: `{}`",
+            text.trim().escape_debug()
+        )
     })?;
     Ok(CellApplied {
         vcpus: r.vcpus_current,

@@ -93,7 +93,7 @@ pub fn ready(checked: Checked, request: &Request, home: &Home) -> Result<Ready> 
         tracing::info!("{}: {stage}", request.name)
     })?;
     say!(
-        "{}: source {:?}, binary {} ({}, {:.1} s)",
+        "{}: source {}, binary {} ({}, {:.1} s)",
         ready.workload.name,
         ready.source.origin,
         &ready.built.sha256[..12],

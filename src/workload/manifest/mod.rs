@@ -242,6 +242,14 @@ const FILE_NAME: glob::MatchOptions = glob::MatchOptions {
 #[cfg(test)]
 mod tests {
     use super::testkit::demo;
+    use super::*;
+
+    #[test]
+    fn kinds_print_as_manifests_spell_them() {
+        for kind in [Kind::Load, Kind::Benchmark] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.to_string());
+        }
+    }
 
     #[test]
     fn output_files_match_their_globs() {
