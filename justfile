@@ -30,13 +30,14 @@ lab n="2": setup image
     {{vmlab}} ssh vm-1 -- 'uname -sr; cat /etc/alpine-release 2>/dev/null; nproc; free -m | head -2'
 
 # Every test tier: unit (no host tools), host tools, CLI + libvirt test:///, then
-# real VMs (sequential: they load the host).
+# real VMs (sequential: they load the host). VMLAB_REQUIRE_TOOLS=1: a tier whose
+# host tool is missing fails instead of skipping.
 test: setup
     cargo test --quiet --lib --bins
-    cargo test --quiet --test host_tools -- --nocapture
+    VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test host_tools -- --nocapture
     cargo test --quiet --test cli --test test_driver --test fixture_run --test dashboard --test plot
     cargo test --quiet --test dashboard_browser -- --nocapture
-    cargo test --quiet --test workload_build -- --nocapture
+    VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test workload_build -- --nocapture
     cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe -- --ignored --test-threads=1
 
 # Boot timing: one guest, three in parallel, teardown (prints numbers).

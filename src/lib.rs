@@ -6,6 +6,7 @@ pub mod config;
 pub mod dashboard;
 pub mod doctor;
 pub mod download;
+pub mod duration;
 pub mod files;
 pub mod guest;
 pub mod host;
@@ -17,6 +18,8 @@ pub mod metrics;
 pub mod paths;
 pub mod plot;
 pub mod rundir;
+pub mod stats;
+pub mod table;
 #[cfg(test)]
 mod testutil;
 pub mod units;

@@ -9,6 +9,7 @@ fn vmlab(home: &std::path::Path) -> Command {
         .env_remove("VMLAB_CONNECT")
         .env_remove("VMLAB_LAB")
         .env_remove("VMLAB_CONFIG")
+        .env_remove("VMLAB_WORKLOADS")
         .current_dir(home.parent().unwrap());
     cmd
 }
@@ -324,5 +325,130 @@ fn bad_workload_requests_are_one_line_errors_and_leave_no_results() {
     assert!(
         !dir.path().join("results").exists(),
         "a refused request created a results directory"
+    );
+}
+
+#[test]
+fn durations_read_the_same_in_flags_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    for verb in ["manage", "monitor"] {
+        let err = stderr_of(vmlab(&home).args([verb, "--duration", "soon"]), 2);
+        assert!(
+            err.starts_with("error: invalid value 'soon' for '--duration <DURATION>': `soon` is not a duration (write it like 90, 90s, 2m or 1h30m)\n"),
+            "{verb}: {err}"
+        );
+        // A plain number is seconds: the flag is accepted, libvirt is what is missing.
+        for good in ["90", "1h30m"] {
+            let err = stderr_of(
+                vmlab(&home).args([
+                    "--connect",
+                    "qemu+unix:///system?socket=/nonexistent/sock",
+                    verb,
+                    "--duration",
+                    good,
+                ]),
+                125,
+            );
+            assert!(
+                err.starts_with("error: cannot connect to libvirt"),
+                "{verb} {good}: {err}"
+            );
+        }
+    }
+    let err = stderr_of(
+        vmlab(&home).args([
+            "--connect",
+            "test:///default",
+            "run",
+            "cpu_hog",
+            "--param",
+            "duration_s=1h30",
+        ]),
+        125,
+    );
+    assert_eq!(
+        err,
+        "error: `cpu_hog` parameter `duration_s`: `1h30` is not a duration (write it like 90, 90s, 2m or 1h30m); give 1..=86400 s\n"
+    );
+}
+
+/// `dir/<name>/`: a copy of the repository's workload `name`.
+fn copy_workload(dir: &std::path::Path, name: &str) {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("workloads")
+        .join(name);
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(name).join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn every_command_finds_workloads_in_the_same_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (from_file, from_env) = (dir.path().join("mine"), dir.path().join("env"));
+    copy_workload(&from_file, "cpu_hog");
+    copy_workload(&from_env, "memory_hog");
+    std::fs::write(
+        dir.path().join("vmlab.toml"),
+        format!("workloads_dir = {:?}\n", from_file.to_str().unwrap()),
+    )
+    .unwrap();
+    let listed = |env: Option<&std::path::Path>| {
+        let mut cmd = vmlab(&home);
+        if let Some(env) = env {
+            cmd.env("VMLAB_WORKLOADS", env);
+        }
+        let out = cmd.args(["workloads", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let unknown = |env: Option<&std::path::Path>| {
+        let mut cmd = vmlab(&home);
+        if let Some(env) = env {
+            cmd.env("VMLAB_WORKLOADS", env);
+        }
+        stderr_of(
+            cmd.args(["--connect", "test:///default", "run", "nope"]),
+            125,
+        )
+    };
+    assert_eq!(listed(None), ["cpu_hog"], "vmlab.toml's workloads_dir");
+    assert_eq!(
+        listed(Some(&from_env)),
+        ["memory_hog"],
+        "VMLAB_WORKLOADS wins"
+    );
+    assert_eq!(
+        listed(Some("".as_ref())),
+        ["cpu_hog"],
+        "an empty VMLAB_WORKLOADS is unset"
+    );
+    assert_eq!(
+        unknown(None),
+        format!(
+            "error: unknown workload `nope`; known: cpu_hog (in {})\n",
+            from_file.display()
+        )
+    );
+    assert_eq!(
+        unknown(Some(&from_env)),
+        format!(
+            "error: unknown workload `nope`; known: memory_hog (in {})\n",
+            from_env.display()
+        )
     );
 }

@@ -1,14 +1,17 @@
 //! Real builds on this host through `workload::build`: gcc, g++, make, tar and
 //! the upstream archives in `../shared/benchmarks` (a local mirror, found by
-//! SHA-256). Each test prints `skipped: …` and returns when those are missing.
+//! SHA-256). Each test prints `skipped: …` and returns when those are missing,
+//! or fails under `VMLAB_REQUIRE_TOOLS=1` (`just test`, CI).
 //! Run with `cargo test --test workload_build` (about three minutes on 2 cores).
+
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 
-use vmlab::bench::parse::{Parsed, parse};
 use vmlab::workload::manifest::Source;
+use vmlab::workload::parse::{Parsed, parse};
 use vmlab::workload::{self, Built, Preset, Workload};
 
 fn repo() -> &'static Path {
@@ -21,12 +24,11 @@ fn mirror() -> PathBuf {
 
 /// Why these tests cannot run here, if they cannot.
 fn missing_tools() -> Option<String> {
-    for tool in ["gcc", "g++", "make", "tar"] {
-        if which::which(tool).is_err() {
-            return Some(format!(
-                "`{tool}` is not installed (scripts/setup installs it)"
-            ));
-        }
+    if let Some(why) = ["gcc", "g++", "make", "tar"]
+        .into_iter()
+        .find_map(tools::missing)
+    {
+        return Some(why);
     }
     let mirror = mirror();
     (!mirror.is_dir()).then(|| format!("no benchmark mirror at {}", mirror.display()))
@@ -34,8 +36,7 @@ fn missing_tools() -> Option<String> {
 
 macro_rules! require_tools {
     () => {
-        if let Some(why) = missing_tools() {
-            eprintln!("skipped: {why}");
+        if !tools::ready(missing_tools()) {
             return;
         }
     };
@@ -203,11 +204,13 @@ fn miniqmc_builds_with_cmake_and_static_blas() {
         "/usr/lib/x86_64-linux-gnu/libblas.a",
         "/usr/lib/x86_64-linux-gnu/liblapack.a",
     ];
-    if needs.contains(&false) || !libs.iter().all(|l| Path::new(l).is_file()) {
-        eprintln!(
-            "skipped: needs cmake, git and {} (scripts/setup installs them)",
+    let missing = needs.contains(&false) || !libs.iter().all(|l| Path::new(l).is_file());
+    if !tools::ready(missing.then(|| {
+        format!(
+            "needs cmake, git and {} (scripts/setup installs them)",
             libs.join(", ")
-        );
+        )
+    })) {
         return;
     }
     let cache = tempfile::tempdir().unwrap();

@@ -20,9 +20,10 @@ use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::state::VmRecord;
 use crate::units::{Kib, Mib};
 
-/// What a VM had while a cell ran.
+/// What a VM had while a cell ran, read back after applying the cell (not
+/// `manage::execute::Applied`, the outcome of a manager action).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Applied {
+pub struct CellApplied {
     /// libvirt's live vCPU count.
     pub vcpus: u32,
     /// CPUs the guest's kernel has online.
@@ -45,7 +46,7 @@ pub fn apply(
     vm: &str,
     cell: &Cell,
     timeout: Duration,
-) -> Result<Applied> {
+) -> Result<CellApplied> {
     if let Some(n) = cell.vcpus {
         if hv.resources(vm)?.vcpus_current < n {
             act.set_vcpus(vm, n)?;
@@ -107,14 +108,17 @@ fn set_online_cpus(guest: &Guest, n: u32) -> Result<()> {
     Ok(())
 }
 
-fn read_back(hv: &dyn Hypervisor, guest: &Guest, vm: &str) -> Result<Applied> {
+fn read_back(hv: &dyn Hypervisor, guest: &Guest, vm: &str) -> Result<CellApplied> {
     let r = hv.resources(vm)?;
     let out = guest.exec("grep -c ^processor /proc/cpuinfo; grep ^MemTotal: /proc/meminfo")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let (cpus, memtotal) = parse_guest(&text).ok_or_else(|| {
-        anyhow::anyhow!("{vm} answered oddly about its CPUs and memory: {text:?}")
+        anyhow::anyhow!(
+            "{vm} answered oddly about its CPUs and memory: `{}`",
+            text.trim().escape_debug()
+        )
     })?;
-    Ok(Applied {
+    Ok(CellApplied {
         vcpus: r.vcpus_current,
         guest_cpus: cpus,
         memory_mib: r.memory_actual.mib().0,
@@ -136,7 +140,7 @@ fn parse_guest(text: &str) -> Option<(u32, Kib)> {
     Some((cpus, Kib(kib)))
 }
 
-impl std::fmt::Display for Applied {
+impl std::fmt::Display for CellApplied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,

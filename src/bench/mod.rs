@@ -1,8 +1,11 @@
-//! Benchmarks: runs over VMs, matrix cells and repeats; parsers that read
-//! raw output into metrics; result files.
+//! Benchmarks: runs over VMs, matrix cells and repeats; result files.
+//!
+//! `bench` sits above `workload`: it runs what `workload` built and reads
+//! the output with `workload::parse`; `workload` never imports `bench`.
 
 pub mod configure;
 pub mod matrix;
-pub mod parse;
+pub mod record;
 pub mod results;
 pub mod run;
+pub mod summary;

@@ -12,19 +12,18 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::configure::{self, Applied};
-use super::matrix::{Cell, Matrix};
-use super::parse::parse;
+use super::configure::{self, CellApplied};
+use super::matrix::Cell;
+use super::record::{CellRecord, RunEntry, RunRecord};
 use super::results::timestamp;
 use crate::files::write_atomic;
 use crate::guest::ssh::Guest;
-use crate::host::facts::HostFacts;
-use crate::hypervisor::{Actuator, Hypervisor, Versions};
+use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::state::VmRecord;
 use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
 use crate::workload::Ready;
+use crate::workload::parse::parse;
 use crate::workload::run::{GUEST_ROOT, Outcome, keep_raw};
-use crate::workload::source::Origin;
 
 /// How long a VM may take to show a cell's vCPUs and memory.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -55,61 +54,6 @@ pub struct Row {
     pub duration_s: f64,
     /// Why this VM has no result here (empty when it has).
     pub error: String,
-}
-
-/// What ran where, for `run.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunEntry {
-    pub vm: String,
-    pub cell: usize,
-    pub repeat: u32,
-    pub exit: Option<String>,
-    pub run_s: Option<f64>,
-    /// vmlab's own time around the program: push, setup, fetch, cleanup, parse.
-    pub overhead_s: Option<f64>,
-    pub pushed: Option<bool>,
-    pub error: Option<String>,
-}
-
-/// `run.json`: everything needed to tell what was measured, and on what.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub schema: u32,
-    pub run_id: String,
-    pub started: String,
-    pub finished: Option<String>,
-    pub interrupted: bool,
-    pub lab: String,
-    pub benchmark: String,
-    pub params: Vec<(String, String)>,
-    pub matrix: Matrix,
-    pub repeat: u32,
-    pub vms: Vec<String>,
-    pub source: SourceRecord,
-    pub binary_sha256: String,
-    /// The input files the program read (`[run] files`): (path, SHA-256).
-    pub run_files: Vec<(String, String)>,
-    pub host: HostFacts,
-    pub versions: Versions,
-    /// `kvm` or `qemu` (TCG), per VM.
-    pub accel: Vec<(String, String)>,
-    pub cells: Vec<CellRecord>,
-    pub runs: Vec<RunEntry>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceRecord {
-    pub url: Option<String>,
-    pub sha256: Option<String>,
-    pub origin: Origin,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CellRecord {
-    pub cell: Cell,
-    /// What each VM really had.
-    pub applied: Vec<(String, Applied)>,
-    pub errors: Vec<(String, String)>,
 }
 
 /// Everything a benchmark run needs, checked before it starts.
@@ -154,7 +98,7 @@ pub fn bench(
         .join(";");
 
     'cells: for cell in plan.cells.clone() {
-        let applied: Vec<Result<Applied>> = std::thread::scope(|scope| {
+        let applied: Vec<Result<CellApplied>> = std::thread::scope(|scope| {
             let handles: Vec<_> = plan
                 .vms
                 .iter()
@@ -247,7 +191,7 @@ struct One<'a> {
 impl One<'_> {
     fn run(
         &self,
-        applied: &Result<Applied>,
+        applied: &Result<CellApplied>,
         cancel: &AtomicBool,
         progress: &(dyn Fn(&str, &str) + Sync),
         csv: &Mutex<csv::Writer<std::fs::File>>,
@@ -343,7 +287,7 @@ impl One<'_> {
     }
 
     /// The metrics of one finished run, as rows.
-    fn rows(&self, applied: &Applied, outcome: &Outcome) -> Result<Vec<Row>> {
+    fn rows(&self, applied: &CellApplied, outcome: &Outcome) -> Result<Vec<Row>> {
         let workload = &self.plan.ready.workload;
         if !outcome.finished(workload) {
             let tail = String::from_utf8_lossy(&outcome.stderr);
@@ -390,7 +334,7 @@ impl One<'_> {
     #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
-        applied: Option<Applied>,
+        applied: Option<CellApplied>,
         metric: &str,
         value: Option<f64>,
         unit: &str,
@@ -398,7 +342,7 @@ impl One<'_> {
         duration_s: f64,
         error: &str,
     ) -> Row {
-        let a = applied.unwrap_or(Applied {
+        let a = applied.unwrap_or(CellApplied {
             vcpus: 0,
             guest_cpus: 0,
             memory_mib: 0,
@@ -442,103 +386,38 @@ fn save_record(run_dir: &Path, record: &RunRecord) -> Result<()> {
     )
 }
 
-/// Median, min and max of one metric in one cell, over VMs and repeats.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
-    pub cell: usize,
-    pub metric: String,
-    pub unit: String,
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub n: usize,
-}
-
-/// One line per (cell, metric), in the order the metrics first appear.
-pub fn summarize(rows: &[Row]) -> Vec<Summary> {
-    let mut keys: Vec<(usize, String, String)> = Vec::new();
-    for r in rows.iter().filter(|r| r.value.is_some()) {
-        let key = (r.cell, r.metric.clone(), r.unit.clone());
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
+/// A row of `vm-1` with 1 vCPU and 512 MiB, for tests.
+#[cfg(test)]
+pub(crate) fn test_row(cell: usize, metric: &str, value: Option<f64>) -> Row {
+    Row {
+        run_id: "r".into(),
+        time: "t".into(),
+        vm: "vm-1".into(),
+        cell,
+        vcpus: 1,
+        guest_cpus: 1,
+        memory_mib: 512,
+        guest_memtotal_mib: 480,
+        benchmark: "b".into(),
+        params: String::new(),
+        repeat: 1,
+        metric: metric.into(),
+        value,
+        unit: "u".into(),
+        valid: None,
+        duration_s: 1.0,
+        error: String::new(),
     }
-    keys.into_iter()
-        .map(|(cell, metric, unit)| {
-            let mut values: Vec<f64> = rows
-                .iter()
-                .filter(|r| r.cell == cell && r.metric == metric)
-                .filter_map(|r| r.value)
-                .collect();
-            values.sort_by(f64::total_cmp);
-            let n = values.len();
-            let median = if n % 2 == 1 {
-                values[n / 2]
-            } else {
-                (values[n / 2 - 1] + values[n / 2]) / 2.0
-            };
-            Summary {
-                cell,
-                metric,
-                unit,
-                median,
-                min: values[0],
-                max: values[n - 1],
-                n,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(cell: usize, metric: &str, value: Option<f64>) -> Row {
-        Row {
-            run_id: "r".into(),
-            time: "t".into(),
-            vm: "vm-1".into(),
-            cell,
-            vcpus: 1,
-            guest_cpus: 1,
-            memory_mib: 512,
-            guest_memtotal_mib: 480,
-            benchmark: "b".into(),
-            params: String::new(),
-            repeat: 1,
-            metric: metric.into(),
-            value,
-            unit: "u".into(),
-            valid: None,
-            duration_s: 1.0,
-            error: String::new(),
-        }
-    }
-
-    #[test]
-    fn summary_is_per_cell_and_metric_and_skips_failures() {
-        let rows = [
-            row(1, "a", Some(3.0)),
-            row(1, "a", Some(1.0)),
-            row(1, "a", Some(2.0)),
-            row(1, "error", None),
-            row(2, "a", Some(10.0)),
-            row(2, "a", Some(20.0)),
-        ];
-        let s = summarize(&rows);
-        assert_eq!(s.len(), 2);
-        assert_eq!(
-            (s[0].cell, s[0].median, s[0].min, s[0].max, s[0].n),
-            (1, 2.0, 1.0, 3.0, 3)
-        );
-        assert_eq!((s[1].cell, s[1].median, s[1].n), (2, 15.0, 2));
-    }
-
     #[test]
     fn csv_rows_have_the_documented_columns() {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.serialize(row(1, "a", Some(2.5))).unwrap();
+        w.serialize(test_row(1, "a", Some(2.5))).unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         let header = text.lines().next().unwrap();
         assert_eq!(

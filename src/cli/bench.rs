@@ -7,14 +7,13 @@ use super::bars::Bars;
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
 use crate::bench::matrix::Matrix;
-use crate::bench::results::timestamp;
-use crate::bench::run::{Plan, RunRecord, SourceRecord, bench, summarize};
+use crate::bench::record::{RunRecord, Start};
+use crate::bench::run::{Plan, bench};
+use crate::bench::summary::{self, summarize};
 use crate::guest::ssh::Guest;
-use crate::hypervisor::Hypervisor;
 use crate::lab::inventory::select;
 use crate::lab::lock;
 use crate::rundir::RunDir;
-use crate::workload::manifest::Source;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -48,51 +47,21 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         .iter()
         .map(|vm| Guest::connect(&lab.ssh_target(vm), Duration::from_secs(10)))
         .collect::<Result<Vec<_>>>()?;
-    let node = hv.node()?;
-    let accel = vms
-        .iter()
-        .map(|vm| Ok((vm.name.clone(), hv.resources(&vm.name)?.domain_type)))
-        .collect::<Result<Vec<_>>>()?;
     let now = SystemTime::now();
-    let (url, sha256) = match &ready.workload.source {
-        Source::Upstream { url, sha256, .. } => (Some(url.clone()), Some(sha256.clone())),
-        Source::Files(_) => (None, None),
-    };
-    let record = RunRecord {
-        schema: 1,
-        run_id: String::new(),
-        started: timestamp(now),
-        finished: None,
-        interrupted: false,
-        lab: lab.name.clone(),
-        benchmark: ready.workload.name.clone(),
-        params: ready
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        matrix: matrix.clone(),
-        repeat: args.repeat,
-        vms: vms.iter().map(|v| v.name.clone()).collect(),
-        source: SourceRecord {
-            url,
-            sha256,
-            origin: ready.source.origin,
+    let mut record = RunRecord::start(
+        hv,
+        Start {
+            lab: &lab.name,
+            ready: &ready,
+            vms: &vms,
+            matrix: &matrix,
+            repeat: args.repeat,
+            at: now,
         },
-        binary_sha256: ready.built.sha256.clone(),
-        run_files: ready.program().run_file_digests()?,
-        host: crate::host::facts::read(node.cpus, node.memory.mib().0),
-        versions: hv.versions()?,
-        accel,
-        cells: Vec::new(),
-        runs: Vec::new(),
-    };
+    )?;
     // Every check passed: only now does the run get a directory.
     let run = RunDir::create(&args.results, &ready.workload.name, now)?;
-    let record = RunRecord {
-        run_id: run.id.clone(),
-        ..record
-    };
+    record.run_id = run.id.clone();
     let run_dir = run.path;
     let bars = Bars::new(true);
     let plan = Plan {
@@ -109,27 +78,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         bars.show(vm, what, false)
     })?;
     bars.clear();
-    let summary = summarize(&report.rows);
-    println!(
-        "{:<28} {:<24} {:>12} {:>12} {:>12}  {:<10} N",
-        "CELL", "METRIC", "MEDIAN", "MIN", "MAX", "UNIT"
-    );
-    for s in &summary {
-        let cell = cells
-            .iter()
-            .find(|c| c.index == s.cell)
-            .map(|c| format!("{}: {c}", c.index));
-        println!(
-            "{:<28} {:<24} {:>12.4} {:>12.4} {:>12.4}  {:<10} {}",
-            cell.unwrap_or_default(),
-            s.metric,
-            s.median,
-            s.min,
-            s.max,
-            s.unit,
-            s.n
-        );
-    }
+    print!("{}", summary::table(&summarize(&report.rows), &cells));
     for f in &report.failures {
         eprintln!("failed: {f}");
     }

@@ -10,6 +10,7 @@ use super::{Global, exit};
 use crate::image::build::{BuildRequest, build};
 use crate::image::fetch::{DEFAULT_ALPINE_VERSION, FetchRequest, fetch};
 use crate::image::store::{self as image, DEFAULT_IMAGE};
+use crate::table::{Align, Table};
 use crate::units::Mib;
 
 #[derive(clap::Subcommand, Debug)]
@@ -167,31 +168,64 @@ fn list(home: &crate::paths::Home, as_json: bool) -> Result<()> {
         println!("no images; {}", image::GET_IMAGE);
         return Ok(());
     }
-    println!(
-        "{:<20} {:<12} {:<7} {:<7} {:<9} {:<24} SOURCE",
-        "NAME", "VERSION", "CURRENT", "BOOT", "DISK", "USED BY"
-    );
+    print!("{}", list_table(&rows));
+    Ok(())
+}
+
+/// `image list` for people; `rows` are the `--json` document's images.
+fn list_table(rows: &[serde_json::Value]) -> Table {
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("NAME", Left),
+        ("VERSION", Left),
+        ("CURRENT", Left),
+        ("BOOT", Left),
+        ("DISK", Right),
+        ("USED BY", Left),
+        ("SOURCE", Left),
+    ]);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     for r in rows {
-        let users: Vec<&str> = r["used_by"]
+        let users: Vec<String> = r["used_by"]
             .as_array()
-            .expect("array")
-            .iter()
-            .filter_map(|u| u.as_str())
+            .into_iter()
+            .flatten()
+            .map(text)
             .collect();
-        println!(
-            "{:<20} {:<12} {:<7} {:<7} {:<9} {:<24} {}",
-            r["name"].as_str().unwrap_or_default(),
-            r["version"].as_str().unwrap_or_default(),
-            if r["current"] == true { "*" } else { "" },
-            r["boot"].as_str().unwrap_or_default(),
+        table.row([
+            text(&r["name"]),
+            text(&r["version"]),
+            if r["current"] == true { "*" } else { "" }.to_owned(),
+            text(&r["boot"]),
             Mib(r["disk_mib"].as_u64().unwrap_or(0)).human(),
             if users.is_empty() {
-                "-".to_string()
+                "-".to_owned()
             } else {
                 users.join(",")
             },
-            r["source"].as_str().unwrap_or_default(),
-        );
+            text(&r["source"]),
+        ]);
     }
-    Ok(())
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_table_marks_the_current_version_and_its_users() {
+        let rows = [
+            json!({"name": "vmlab-alpine", "version": "7df67a2303dc", "current": true,
+                   "boot": "direct", "disk_mib": 41, "used_by": ["default/vm-1", "default/vm-2"],
+                   "source": "alpine minirootfs alpine-minirootfs-3.20.3-x86_64.tar.gz"}),
+            json!({"name": "vmlab-alpine", "version": "0123456789ab", "current": false,
+                   "boot": "direct", "disk_mib": 1536, "used_by": [], "source": "busybox-static"}),
+        ];
+        insta::assert_snapshot!(list_table(&rows).to_string(), @r"
+        NAME          VERSION       CURRENT  BOOT       DISK  USED BY                    SOURCE
+        vmlab-alpine  7df67a2303dc  *        direct   41 MiB  default/vm-1,default/vm-2  alpine minirootfs alpine-minirootfs-3.20.3-x86_64.tar.gz
+        vmlab-alpine  0123456789ab           direct  1.5 GiB  -                          busybox-static
+        ");
+    }
 }

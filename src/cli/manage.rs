@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     once: bool,
     /// Stop after this long, e.g. 90s or 5m
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::duration::parse)]
     duration: Option<Duration>,
     /// Manage these domains (any domain, named explicitly) instead of the lab's
     #[arg(long, value_delimiter = ',')]

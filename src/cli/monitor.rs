@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     interval: u64,
     /// Stop after this long, e.g. 10s or 5m [default: until Ctrl-C]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::duration::parse)]
     duration: Option<Duration>,
     /// VMs to watch: `all` or names separated by commas
     #[arg(long, default_value = "all")]

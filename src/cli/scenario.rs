@@ -141,9 +141,7 @@ fn real(
         given: Vec::new(),
         preset: Preset::Default,
         offered: Offered::default(),
-        workloads_dir: std::env::var_os("VMLAB_WORKLOADS")
-            .map(PathBuf::from)
-            .or(file.workloads_dir),
+        workloads_dir: crate::workload::catalog::configured(file.workloads_dir),
     };
     let prepare = |req: &Request| check(home, req)?.ready(home, &req.offered, &mut |_| {});
     let sampler = connect(uri)?;

@@ -12,7 +12,7 @@ use super::logging::say;
 use crate::lab::inventory::On;
 use crate::paths::Home;
 use crate::workload::source::Offered;
-use crate::workload::{Checked, Preset, Ready, Request, check, parse_param};
+use crate::workload::{Checked, Preset, Ready, Request, catalog, check, parse_param};
 
 #[derive(clap::Args, Debug)]
 pub struct WorkloadArgs {
@@ -80,9 +80,7 @@ impl WorkloadArgs {
                     .map(|v| v.to_string_lossy().into_owned())
                     .or(file.sources_url),
             },
-            workloads_dir: env("VMLAB_WORKLOADS")
-                .map(PathBuf::from)
-                .or(file.workloads_dir),
+            workloads_dir: catalog::configured(file.workloads_dir),
         };
         Ok((check(home, &request)?, request))
     }
@@ -95,7 +93,7 @@ pub fn ready(checked: Checked, request: &Request, home: &Home) -> Result<Ready> 
         tracing::info!("{}: {stage}", request.name)
     })?;
     say!(
-        "{}: source {:?}, binary {} ({}, {:.1} s)",
+        "{}: source {}, binary {} ({}, {:.1} s)",
         ready.workload.name,
         ready.source.origin,
         &ready.built.sha256[..12],

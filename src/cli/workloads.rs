@@ -2,7 +2,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::{Global, exit};
-use crate::workload::{Preset, catalog, load_all};
+use crate::table::{Align, Table};
+use crate::workload::{Preset, Workload, catalog, load_all};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,9 +14,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<i32> {
     let file = global.spec(Default::default())?.given;
-    let configured = std::env::var_os("VMLAB_WORKLOADS")
-        .map(std::path::PathBuf::from)
-        .or(file.workloads_dir);
+    let configured = catalog::configured(file.workloads_dir);
     let dir = catalog::dir(&global.home()?, configured.as_deref())?;
     let workloads = load_all(&dir)?;
     if args.json {
@@ -47,35 +46,36 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         return Ok(exit::SUCCESS);
     }
     for w in &workloads {
-        println!("{} ({:?}): {}", w.name, w.kind, w.description);
-        let rows: Vec<[String; 5]> = w
-            .params
-            .iter()
-            .map(|(key, p)| {
-                [
-                    key.clone(),
-                    p.range(),
-                    format!("default {}", p.preset_value(Preset::Default)),
-                    format!("ci {}", p.preset_value(Preset::Ci)),
-                    format!("{}: {}", p.stage, p.description),
-                ]
-            })
-            .collect();
-        let mut widths = [0usize; 4];
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
+        println!("{} ({}): {}", w.name, w.kind, w.description);
+        if !w.params.is_empty() {
+            for line in params_table(w).to_string().lines() {
+                println!("    {line}");
             }
-        }
-        for [key, range, default, ci, what] in &rows {
-            println!(
-                "    {key:<w0$}  {range:<w1$}  {default:<w2$}  {ci:<w3$}  {what}",
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            );
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// A workload's parameters, one row each.
+fn params_table(w: &Workload) -> Table {
+    use Align::Left;
+    let mut table = Table::new(&[
+        ("PARAM", Left),
+        ("RANGE", Left),
+        ("DEFAULT", Left),
+        ("CI", Left),
+        ("STAGE", Left),
+        ("DESCRIPTION", Left),
+    ]);
+    for (key, p) in &w.params {
+        table.row([
+            key.clone(),
+            p.range(),
+            p.preset_value(Preset::Default).to_string(),
+            p.preset_value(Preset::Ci).to_string(),
+            p.stage.to_string(),
+            p.description.clone(),
+        ]);
+    }
+    table
 }

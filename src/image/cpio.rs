@@ -186,7 +186,7 @@ fn normalize(path: &str) -> io::Result<String> {
     if bad {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("invalid cpio entry name {path:?}"),
+            format!("invalid cpio entry name `{}`", path.escape_debug()),
         ));
     }
     Ok(name.to_string())

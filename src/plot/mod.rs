@@ -523,15 +523,11 @@ where
         })
         .draw()?;
     for (i, (_, values)) in cells.iter().enumerate() {
-        let mut sorted = (*values).clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = if sorted.len() % 2 == 1 {
-            sorted[sorted.len() / 2]
-        } else {
-            (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+        let Some(crate::stats::Spread { min, median, max }) = crate::stats::Spread::of(values)
+        else {
+            continue;
         };
         let x = SegmentValue::CenterOf(i);
-        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
         chart.draw_series([ErrorBar::new_vertical(
             x.clone(),
             inside(min),

@@ -3,6 +3,7 @@
 //! repository, else the copy built into the binary (so one binary is the
 //! whole tool), unpacked once into the vmlab home.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +15,24 @@ use crate::paths::Home;
 
 static BUILT_IN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/workloads");
 
-/// The workloads directory to use.
+/// Names a workloads folder; wins over `workloads_dir` in `vmlab.toml`.
+const ENV: &str = "VMLAB_WORKLOADS";
+
+/// The workloads folder the user chose, if any: `VMLAB_WORKLOADS` when it is
+/// set and not empty, else `workloads_dir` from `vmlab.toml`. Every command
+/// that reads workloads asks this, so they all agree.
+pub fn configured(from_file: Option<PathBuf>) -> Option<PathBuf> {
+    chosen(std::env::var_os(ENV), from_file)
+}
+
+fn chosen(env: Option<OsString>, from_file: Option<PathBuf>) -> Option<PathBuf> {
+    env.filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or(from_file)
+}
+
+/// The workloads directory to use: `configured`, else `./workloads`, else
+/// the built-in copy.
 pub fn dir(home: &Home, configured: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = configured {
         if !has_workloads(dir) {
@@ -84,6 +102,20 @@ fn collect<'a>(dir: &'a Dir<'a>, out: &mut Vec<(PathBuf, &'a [u8])>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_wins_over_the_file_unless_empty() {
+        let file = Some(PathBuf::from("/from/file"));
+        let env = |v: &str| Some(OsString::from(v));
+        assert_eq!(
+            chosen(env("/from/env"), file.clone()),
+            Some("/from/env".into())
+        );
+        assert_eq!(chosen(env(""), file.clone()), file);
+        assert_eq!(chosen(None, file.clone()), file);
+        assert_eq!(chosen(env("/from/env"), None), Some("/from/env".into()));
+        assert_eq!(chosen(None, None), None);
+    }
 
     #[test]
     fn the_built_in_copy_unpacks_once_and_loads() {

@@ -1,9 +1,12 @@
 //! Workloads as data (`workloads/<name>/workload.toml`): where the source
-//! comes from, how the host builds a static binary, how a guest runs it.
+//! comes from, how the host builds a static binary, how a guest runs it,
+//! and the parser that reads its output (a manifest names one, so the
+//! parsers live here, below `bench`, which only runs and records).
 
 pub mod build;
 pub mod catalog;
 pub mod manifest;
+pub mod parse;
 pub mod run;
 pub mod source;
 

@@ -29,6 +29,19 @@ pub enum Origin {
     Downloaded,
 }
 
+/// As `run.json` spells it.
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Folder => "folder",
+            Self::Cache => "cache",
+            Self::Given => "given",
+            Self::Mirror => "mirror",
+            Self::Downloaded => "downloaded",
+        })
+    }
+}
+
 /// A located source: a verified archive in the cache, or the workload folder.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -175,6 +188,14 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn origins_print_as_run_json_spells_them() {
+        use Origin::*;
+        for origin in [Folder, Cache, Given, Mirror, Downloaded] {
+            assert_eq!(serde_json::to_value(origin).unwrap(), origin.to_string());
+        }
+    }
     use crate::download::digest;
     use crate::testutil::Server;
 
