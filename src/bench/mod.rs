@@ -6,6 +6,5 @@
 pub mod configure;
 pub mod matrix;
 pub mod record;
-pub mod results;
 pub mod run;
 pub mod summary;

@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use super::configure::CellApplied;
 use super::matrix::{Cell, Matrix};
-use super::results::timestamp;
 use crate::host::facts::HostFacts;
 use crate::hypervisor::{Hypervisor, Versions};
 use crate::lab::state::VmRecord;
+use crate::rundir::timestamp;
 use crate::workload::Ready;
 use crate::workload::manifest::Source;
 use crate::workload::source::Origin;

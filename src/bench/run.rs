@@ -15,15 +15,16 @@ use serde::Serialize;
 use super::configure::{self, CellApplied};
 use super::matrix::Cell;
 use super::record::{CellRecord, RunEntry, RunRecord};
-use super::results::timestamp;
 use crate::files::write_atomic;
+use crate::guest::GUEST_ROOT;
 use crate::guest::ssh::Guest;
 use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::state::VmRecord;
+use crate::rundir::timestamp;
 use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
 use crate::workload::Ready;
 use crate::workload::parse::parse;
-use crate::workload::run::{GUEST_ROOT, Outcome, keep_raw};
+use crate::workload::run::{Outcome, keep_raw};
 
 /// How long a VM may take to show a cell's vCPUs and memory.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(90);

@@ -7,13 +7,14 @@ use anyhow::Result;
 use super::logging::say;
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
+use crate::guest::GUEST_ROOT;
 use crate::guest::ssh::Guest;
 use crate::lab::inventory::select;
 use crate::lab::state::VmRecord;
 use crate::lab::{Lab, lock};
 use crate::rundir::{RAW_DIR, RunDir};
 use crate::workload::Ready;
-use crate::workload::run::{GUEST_ROOT, Prefixed, Program, keep_raw};
+use crate::workload::run::{Prefixed, Program, keep_raw};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -140,67 +140,56 @@ fn settling(actual: crate::units::Kib, unused: Option<crate::units::Kib>) -> boo
 
 /// A fixed-width table for people.
 pub fn table(vms: &[VmStatus]) -> String {
+    use crate::table::{Align::Left, Table};
     let dash = || "-".to_string();
     let opt = |v: Option<u64>| v.map_or_else(dash, |v| v.to_string());
-    let rows: Vec<[String; 6]> = vms
-        .iter()
-        .map(|s| {
-            let vcpus = match (s.vcpus_current, s.vcpus_max) {
-                (Some(c), Some(m)) => format!("{c}/{m}"),
-                _ => dash(),
-            };
-            let pins = if s.pins.is_empty() {
-                dash()
-            } else {
-                s.pins
-                    .iter()
-                    .map(|p| format!("{}:{}", p.vcpu, p.cpuset))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let memory = match (s.memory_actual_mib, s.memory_max_mib) {
-                (Some(a), Some(m)) => format!("{a}/{m}"),
-                _ => dash(),
-            };
-            [
-                s.name.clone(),
-                s.state.to_string(),
-                vcpus,
-                pins,
-                memory,
-                if s.balloon_settling {
-                    "settling".into()
-                } else {
-                    opt(s.memory_unused_mib)
-                },
-            ]
-        })
-        .collect();
-    let header = ["NAME", "STATE", "VCPUS", "PINS", "MEM MiB", "UNUSED MiB"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: &[String], ssh: &str| {
-        let mut l: String = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}  "))
-            .collect();
-        l.push_str(ssh);
-        l.trim_end().to_string() + "\n"
-    };
-    let mut out = line(&header.map(String::from), "SSH");
-    for (row, s) in rows.iter().zip(vms) {
+    let mut t = Table::new(&[
+        ("NAME", Left),
+        ("STATE", Left),
+        ("VCPUS", Left),
+        ("PINS", Left),
+        ("MEM MiB", Left),
+        ("UNUSED MiB", Left),
+        ("SSH", Left),
+    ]);
+    for s in vms {
+        let vcpus = match (s.vcpus_current, s.vcpus_max) {
+            (Some(c), Some(m)) => format!("{c}/{m}"),
+            _ => dash(),
+        };
+        let pins = if s.pins.is_empty() {
+            dash()
+        } else {
+            s.pins
+                .iter()
+                .map(|p| format!("{}:{}", p.vcpu, p.cpuset))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let memory = match (s.memory_actual_mib, s.memory_max_mib) {
+            (Some(a), Some(m)) => format!("{a}/{m}"),
+            _ => dash(),
+        };
+        let unused = if s.balloon_settling {
+            "settling".into()
+        } else {
+            opt(s.memory_unused_mib)
+        };
         let ssh = match (&s.ssh_host, s.ssh_port) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
-            _ => "-".into(),
+            _ => dash(),
         };
-        out.push_str(&line(row, &ssh));
+        t.row([
+            s.name.clone(),
+            s.state.to_string(),
+            vcpus,
+            pins,
+            memory,
+            unused,
+            ssh,
+        ]);
     }
-    out
+    t.to_string()
 }
 
 #[cfg(test)]

@@ -22,12 +22,12 @@ use super::cpu::CpuUse;
 use super::reporter::{GuestSample, LineStats, REPORTER_SH};
 use super::row::{MetricsRow, MetricsWriter, kib_to_mib};
 use super::run::{CsvTail, DECISIONS_CSV, DecisionRecord, METRICS_CSV};
+use crate::guest::GUEST_ROOT;
 use crate::guest::shell::quote;
 use crate::guest::ssh::{Cancel, Guest, Io, SshTarget};
 use crate::hypervisor::sample::{Sampler, Snapshot, VmSample};
 use crate::rundir::ManageJson;
 use crate::units::CpuSet;
-use crate::workload::run::GUEST_ROOT;
 
 /// What to collect, where to, for how long.
 pub struct Plan {

@@ -13,11 +13,9 @@ use anyhow::{Context, Result, bail};
 use super::build::Built;
 use super::manifest::{Params, Workload};
 use crate::download::digest;
+use crate::guest::GUEST_ROOT;
 use crate::guest::shell::{join, quote};
 use crate::guest::ssh::{Cancel, Exit, Guest, Io};
-
-/// Where vmlab keeps its binaries and run directories in a guest.
-pub const GUEST_ROOT: &str = "/var/lib/vmlab";
 
 /// A workload built with its parameters, ready to run anywhere.
 pub struct Program<'a> {
