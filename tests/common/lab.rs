@@ -12,12 +12,16 @@ use serde_json::Value;
 
 pub const CONNECT: &str = "qemu:///system";
 
-/// One vmlab home for the whole run, under cargo's target dir (reused by
-/// the next run, not left in /tmp), with the image built once per run.
+/// One vmlab home for the whole run, the image built once per run. One
+/// path per machine (`VMLAB_E2E_HOME` moves it), whatever the checkout: the
+/// domains a killed run left behind are then this home's own, and the next
+/// run's `down` removes them instead of refusing their names as foreign.
 pub fn home() -> &'static Path {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-home");
+        let dir = std::env::var_os("VMLAB_E2E_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/vmlab-e2e-home"));
         std::fs::create_dir_all(&dir).unwrap();
         let out = raw(
             &dir,
