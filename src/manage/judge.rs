@@ -16,6 +16,8 @@ pub struct JudgeConfig {
     /// The course's balance bar.
     pub balance_sd_pct: f64,
     pub floor_unused_mib: u64,
+    /// The host gives no memory when it has this much free or less.
+    pub host_floor_mib: u64,
 }
 
 impl Default for JudgeConfig {
@@ -23,6 +25,7 @@ impl Default for JudgeConfig {
         JudgeConfig {
             balance_sd_pct: 5.0,
             floor_unused_mib: 100,
+            host_floor_mib: 200,
         }
     }
 }
@@ -65,8 +68,17 @@ pub struct VmMemory {
     pub vm: String,
     pub min_unused_mib: f64,
     pub seconds_under_floor: f64,
+    pub start_actual_mib: f64,
     pub peak_actual_mib: f64,
     pub end_actual_mib: f64,
+    /// The least memory the VM had.
+    pub min_actual_mib: f64,
+    /// The largest share of its unused memory above the floor the VM gave
+    /// back between two samples (0.5: half of it at once).
+    pub max_release_share: f64,
+    /// Samples after which the VM grew while the host had the judge's host
+    /// floor or less free.
+    pub grown_on_a_short_host: u32,
 }
 
 /// Scores `snaps` (in time order). `phases_s` are the load changes in
@@ -90,6 +102,18 @@ pub struct Figures {
     pub peak_actual_mib: f64,
     pub end_actual_mib: f64,
     pub vcpu_changes: u32,
+    /// Sum over VMs of the balloon at the start.
+    #[serde(default)]
+    pub start_actual_mib: f64,
+    /// The least memory any VM had.
+    #[serde(default)]
+    pub min_actual_mib: f64,
+    /// The largest share of a VM's spare memory given back in one step.
+    #[serde(default)]
+    pub max_release_share: f64,
+    /// Times a VM grew while the host was at its floor or below.
+    #[serde(default)]
+    pub grown_on_a_short_host: u32,
 }
 
 impl Report {
@@ -119,6 +143,18 @@ impl Report {
             peak_actual_mib: self.memory.iter().map(|m| m.peak_actual_mib).sum(),
             end_actual_mib: self.memory.iter().map(|m| m.end_actual_mib).sum(),
             vcpu_changes: self.vcpu_changes,
+            start_actual_mib: self.memory.iter().map(|m| m.start_actual_mib).sum(),
+            min_actual_mib: self
+                .memory
+                .iter()
+                .map(|m| m.min_actual_mib)
+                .fold(f64::INFINITY, f64::min),
+            max_release_share: self
+                .memory
+                .iter()
+                .map(|m| m.max_release_share)
+                .fold(0.0, f64::max),
+            grown_on_a_short_host: self.memory.iter().map(|m| m.grown_on_a_short_host).sum(),
         }
     }
 }
@@ -340,6 +376,7 @@ fn memory(snaps: &[Snapshot], cfg: &JudgeConfig) -> Vec<VmMemory> {
         return Vec::new();
     };
     let floor = cfg.floor_unused_mib as f64;
+    let mib = |kib: u64| kib as f64 / 1024.0;
     last.vms
         .iter()
         .map(|vm| {
@@ -347,25 +384,49 @@ fn memory(snaps: &[Snapshot], cfg: &JudgeConfig) -> Vec<VmMemory> {
                 vm: vm.name.clone(),
                 min_unused_mib: f64::INFINITY,
                 seconds_under_floor: 0.0,
+                start_actual_mib: f64::NAN,
                 peak_actual_mib: 0.0,
-                end_actual_mib: vm.memory_current_kib as f64 / 1024.0,
+                end_actual_mib: mib(vm.memory_current_kib),
+                min_actual_mib: f64::INFINITY,
+                max_release_share: 0.0,
+                grown_on_a_short_host: 0,
             };
-            let mut prev_s = None;
+            let mut prev: Option<(&Snapshot, &crate::hypervisor::sample::VmSample)> = None;
             for s in snaps {
                 let Some(v) = s.vms.iter().find(|v| v.name == vm.name) else {
                     continue;
                 };
-                m.peak_actual_mib = m.peak_actual_mib.max(v.memory_current_kib as f64 / 1024.0);
-                if let Some(b) = v.balloon.filter(|b| b.last_update_s > 0) {
-                    let unused = b.unused_kib as f64 / 1024.0;
-                    m.min_unused_mib = m.min_unused_mib.min(unused);
-                    if unused < floor
-                        && let Some(p) = prev_s
-                    {
-                        m.seconds_under_floor += s.at_s - p;
+                let actual = mib(v.memory_current_kib);
+                if m.start_actual_mib.is_nan() {
+                    m.start_actual_mib = actual;
+                }
+                m.peak_actual_mib = m.peak_actual_mib.max(actual);
+                m.min_actual_mib = m.min_actual_mib.min(actual);
+                if let Some((ps, pv)) = prev {
+                    let before = mib(pv.memory_current_kib);
+                    let short = mib(ps.host.free_kib) <= cfg.host_floor_mib as f64;
+                    if short && actual > before + 1.0 {
+                        m.grown_on_a_short_host += 1;
+                    }
+                    // Unused above the floor before the step: what could go.
+                    if let Some(b) = pv.balloon.filter(|b| b.last_update_s > 0) {
+                        let spare = mib(b.unused_kib) - floor;
+                        if actual < before - 1.0 && spare > 0.0 {
+                            m.max_release_share =
+                                m.max_release_share.max((before - actual) / spare);
+                        }
                     }
                 }
-                prev_s = Some(s.at_s);
+                if let Some(b) = v.balloon.filter(|b| b.last_update_s > 0) {
+                    let unused = mib(b.unused_kib);
+                    m.min_unused_mib = m.min_unused_mib.min(unused);
+                    if unused < floor
+                        && let Some((ps, _)) = prev
+                    {
+                        m.seconds_under_floor += s.at_s - ps.at_s;
+                    }
+                }
+                prev = Some((s, v));
             }
             m
         })

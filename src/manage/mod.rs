@@ -41,3 +41,4 @@ pub mod sim;
 pub mod snapshot;
 #[cfg(test)]
 mod testkit;
+pub mod verdict;

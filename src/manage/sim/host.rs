@@ -353,6 +353,7 @@ impl Vm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manage::sim::scenario::Expect;
     use crate::manage::sim::scenario::HostSpec;
     use crate::manage::sim::trace::Trace;
     use crate::metrics::cpu::CpuUse;
@@ -384,6 +385,7 @@ mod tests {
                 cpu_noise_pct: 0.0,
             },
             vms,
+            expect: Expect::Balanced,
         })
     }
 

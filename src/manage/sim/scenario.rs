@@ -42,6 +42,25 @@ pub struct Scenario {
     pub phases_s: Vec<f64>,
     pub host: HostSpec,
     pub vms: Vec<VmSpec>,
+    /// What passes (the scorecard's verdict; see `manage::verdict`).
+    pub expect: Expect,
+}
+
+/// What a scenario asks of a manager. The rules behind each are written
+/// once, in the README ("What passes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// CPU, already balanced: no pin may change.
+    LeaveAlone,
+    /// CPU: every load class spread evenly over the pCPUs (one busy and one
+    /// light VM per pCPU, or two busy ones), then no pin changes.
+    EvenPlacement,
+    /// CPU, measured: balanced by the course's measure, no pin changes after.
+    Balanced,
+    /// Memory: the floor, gradual release, 200 MiB at least per VM, the
+    /// host's floor, no OOM kill, and memory back once loads end.
+    MemoryRules,
 }
 
 /// How big the simulated lab is.
@@ -68,6 +87,12 @@ const IDLE_MIB: f64 = 50.0;
 /// Memory loads start after this, once the VMs gave back their initial
 /// excess: growth that starts from a VM at rest is the hard case.
 const SETTLE_S: f64 = 40.0;
+/// The course cases' light load.
+const COURSE_LIGHT_PCT: f64 = 30.0;
+/// The course's memory cases start their loads after this (the VMs start
+/// at 512 MiB: little to give back first), and watch reclaim this long after.
+const COURSE_SETTLE_S: f64 = 10.0;
+const COURSE_RECLAIM_S: f64 = 30.0;
 
 /// Every scenario at this scale, in a fixed order.
 pub fn library(scale: Scale) -> Vec<Scenario> {
@@ -118,8 +143,33 @@ pub fn library(scale: Scale) -> Vec<Scenario> {
         s.all_consume(),
         s.release_while_consume(),
         s.hotplug(),
+        s.course_cpu(1),
+        s.course_cpu(2),
+        s.course_cpu(3),
+        s.course_mem(1),
+        s.course_mem(2),
+        s.course_mem(3),
     ]
 }
+
+/// The course's public test cases need this lab: 2 VMs per pCPU for the CPU
+/// cases (the course has 8 VMs on 4 pCPUs), 4 VMs for the memory cases; all
+/// of 512 MiB that may grow to 2048 MiB.
+pub fn course_lab(name: &str, pcpus: u32) -> Option<Scale> {
+    if name.starts_with("course-cpu-") {
+        Some(Scale {
+            pcpus,
+            vms: 2 * pcpus,
+        })
+    } else if name.starts_with("course-mem-") {
+        Some(Scale { pcpus, vms: 4 })
+    } else {
+        None
+    }
+}
+
+/// The course cases' VM shape, in MiB: memory, maximum.
+pub const COURSE_VM_MIB: (u64, u64) = (512, 2048);
 
 /// Starting placements.
 #[derive(Clone, Copy)]
@@ -129,6 +179,9 @@ enum Pins {
     /// VM i on pCPU i·pcpus/vms: neighbours share.
     Blocks,
     RoundRobin,
+    /// The course's "random" pins, fixed so runs compare: even VMs low,
+    /// odd VMs high, so the heavy ones (even) crowd the first pCPUs.
+    Scattered,
 }
 
 struct Lab {
@@ -170,6 +223,11 @@ impl Lab {
             Pins::AllOnZero => Some(0),
             Pins::Blocks => Some((i * p / n) as u32),
             Pins::RoundRobin => Some((i % p) as u32),
+            Pins::Scattered => Some(if i.is_multiple_of(2) {
+                ((i / 2) % p.div_ceil(2)) as u32
+            } else {
+                (p - 1 - (i / 2) % p.div_ceil(2)) as u32
+            }),
         };
         VmSpec {
             name: format!("vm-{}", i + 1),
@@ -202,6 +260,7 @@ impl Lab {
             phases_s: vec![0.0],
             host: self.roomy_host(),
             vms,
+            expect: Expect::Balanced,
         }
     }
 
@@ -227,6 +286,7 @@ impl Lab {
             phases_s,
             host: self.roomy_host(),
             vms,
+            expect: Expect::Balanced,
         }
     }
 
@@ -245,6 +305,7 @@ impl Lab {
             phases_s: vec![0.0],
             host: self.roomy_host(),
             vms,
+            expect: Expect::MemoryRules,
         }
     }
 
@@ -282,6 +343,7 @@ impl Lab {
             phases_s: vec![0.0],
             host: self.roomy_host(),
             vms,
+            expect: Expect::MemoryRules,
         }
     }
 
@@ -305,6 +367,7 @@ impl Lab {
             phases_s: vec![0.0],
             host: self.host(HOST_BASE_MIB + 512 + per_vm * self.scale.vms as u64),
             vms,
+            expect: Expect::MemoryRules,
         }
     }
 
@@ -332,6 +395,126 @@ impl Lab {
             phases_s: vec![0.0],
             host: self.host(HOST_BASE_MIB + 300 + 1600 + 1100 + others),
             vms,
+            expect: Expect::MemoryRules,
+        }
+    }
+
+    /// The course's CPU case `k` (its harness README): similar busy loads
+    /// pinned two per pCPU (1, nothing to do) or all on pCPU 0 (2), or half
+    /// heavy and half light on scattered pins (3).
+    fn course_cpu(&self, k: u32) -> Scenario {
+        let n = 2 * self.scale.pcpus as usize;
+        let lab = Lab {
+            scale: Scale {
+                pcpus: self.scale.pcpus,
+                vms: n as u32,
+            },
+        };
+        let (name, about, pins, heavy_light) = match k {
+            1 => (
+                "course-cpu-1",
+                "course case 1: similar busy loads, two per pCPU already: change nothing",
+                Pins::RoundRobin,
+                false,
+            ),
+            2 => (
+                "course-cpu-2",
+                "course case 2: similar busy loads, all on pCPU 0: two per pCPU, then leave them",
+                Pins::AllOnZero,
+                false,
+            ),
+            _ => (
+                "course-cpu-3",
+                "course case 3: half heavy, half light, scattered pins: one of each per pCPU",
+                Pins::Scattered,
+                true,
+            ),
+        };
+        let vms = (0..n)
+            .map(|i| {
+                let load = if heavy_light && i % 2 == 1 {
+                    COURSE_LIGHT_PCT
+                } else {
+                    100.0
+                };
+                let mut vm = lab.vm(i, pins, Trace::flat(load), Trace::flat(IDLE_MIB));
+                (vm.memory_mib, vm.max_mib) = COURSE_VM_MIB;
+                vm
+            })
+            .collect();
+        Scenario {
+            name,
+            about,
+            duration_s: 40.0,
+            phases_s: vec![0.0],
+            host: lab.roomy_host(),
+            vms,
+            expect: if k == 1 {
+                Expect::LeaveAlone
+            } else {
+                Expect::EvenPlacement
+            },
+        }
+    }
+
+    /// The course's memory case `k`: only vm-1 consumes, up to its maximum,
+    /// then frees (1); all four consume at once, then stop (2); vm-1 and vm-2
+    /// consume, vm-1 stops while vm-2 goes on (3).
+    fn course_mem(&self, k: u32) -> Scenario {
+        let lab = Lab {
+            scale: Scale {
+                pcpus: self.scale.pcpus,
+                vms: 4,
+            },
+        };
+        let start = COURSE_SETTLE_S;
+        // Up to `peak_mib` at `rate` MiB/s, held `hold_s`, then freed.
+        let hump = |rate: f64, peak_mib: f64, hold_s: f64| {
+            let full = start + peak_mib / rate;
+            Trace::new(&[
+                (start, IDLE_MIB),
+                (full, peak_mib),
+                (full + hold_s, peak_mib),
+                (full + hold_s, IDLE_MIB),
+            ])
+        };
+        let (name, about, loads): (&'static str, &'static str, Vec<Trace>) = match k {
+            1 => (
+                "course-mem-1",
+                "course case 1: vm-1 consumes up to its maximum, then frees",
+                vec![hump(40.0, 1700.0, 5.0)],
+            ),
+            2 => (
+                "course-mem-2",
+                "course case 2: all four consume at once, then stop",
+                (0..4).map(|_| hump(30.0, 900.0, 5.0)).collect(),
+            ),
+            _ => (
+                "course-mem-3",
+                "course case 3: vm-1 and vm-2 consume; vm-1 stops while vm-2 goes on",
+                vec![hump(40.0, 900.0, 0.0), hump(40.0, 1600.0, 5.0)],
+            ),
+        };
+        let end = loads
+            .iter()
+            .map(|t| t.points().last().map_or(0.0, |p| p.0))
+            .fold(0.0, f64::max);
+        let vms = (0..4)
+            .map(|i| {
+                let load = loads.get(i).cloned().unwrap_or(Trace::flat(IDLE_MIB));
+                let mut vm = lab.quiet_vm(i, load);
+                (vm.memory_mib, vm.max_mib) = COURSE_VM_MIB;
+                vm
+            })
+            .collect();
+        Scenario {
+            name,
+            about,
+            duration_s: end + COURSE_RECLAIM_S,
+            phases_s: vec![0.0],
+            host: lab.roomy_host(),
+            vms,
+            expect: Expect::MemoryRules,
         }
     }
 
@@ -357,6 +540,7 @@ impl Lab {
             phases_s: vec![0.0, 10.0, 50.0],
             host: self.roomy_host(),
             vms,
+            expect: Expect::Balanced,
         }
     }
 }
