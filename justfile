@@ -38,7 +38,7 @@ test: setup
     cargo test --quiet --test cli --test test_driver --test fixture_run --test replay --test dashboard --test plot
     cargo test --quiet --test dashboard_browser -- --nocapture
     VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test workload_build -- --nocapture
-    cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe -- --ignored --test-threads=1
+    cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe --test e2e_scenario -- --ignored --test-threads=1
 
 # Boot timing: one guest, three in parallel, teardown (prints numbers).
 bench-up runs="3": setup image
@@ -53,6 +53,11 @@ bench-bench runs="3": setup image
 # 4-VM lab (`just bench-manage sim`: the simulator only). Prints numbers.
 bench-manage mode="all": setup image
     bash scripts/bench-manage {{mode}}
+
+# The course's test cases under vmlab's policies and the greedy baseline, on a
+# lab of the course's shape: the scorecard and the suite's wall time.
+bench-scenarios: setup image
+    bash scripts/bench-scenarios
 
 # What observing costs: collector host CPU per VM and sample, reporter CPU in the guests.
 bench-monitor seconds="60": setup image

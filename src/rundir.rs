@@ -33,6 +33,9 @@ pub const SCENARIO_JSON: &str = "scenario.json";
 /// `vmlab scenario run`: what the judge saw, one libvirt sample a second
 /// (one JSON snapshot a line): a recorded run replays through the judge.
 pub const OBSERVED_JSONL: &str = "observed.jsonl";
+/// `vmlab scenario run`'s scorecard, as JSON and as Markdown.
+pub const SCORECARD_JSON: &str = "scorecard.json";
+pub const SCORECARD_MD: &str = "scorecard.md";
 
 /// `manage.json`: what a manager ran with. The manager writes it, the
 /// monitor reads it to draw the manager's floor and thresholds.

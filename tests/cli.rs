@@ -452,3 +452,57 @@ fn every_command_finds_workloads_in_the_same_folder() {
         )
     );
 }
+
+#[test]
+fn scenario_run_refuses_bad_managers_and_names_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let on_test = |args: &[&str]| {
+        let mut cmd = vmlab(&home);
+        cmd.args(["--connect", "test:///default", "scenario", "run"])
+            .args(args);
+        cmd
+    };
+    let cases: [(&[&str], i32, &str); 5] = [
+        (
+            &["course-cpu-1", "--manager", "./no-such-scheduler", "2"],
+            125,
+            "error: `./no-such-scheduler` (--manager) not found\n",
+        ),
+        (
+            &["course-cpu-1", "--memory-manager", "no-such-coordinator"],
+            125,
+            "error: `no-such-coordinator` (--memory-manager) is not on PATH; give its path, e.g. `./no-such-coordinator`\n",
+        ),
+        (
+            &["no-such-case"],
+            125,
+            "error: no scenario `no-such-case`; there are all-on-one, ",
+        ),
+        (
+            &[],
+            2,
+            "error: the following required arguments were not provided",
+        ),
+        (
+            &["course-cpu-1", "--sim", "--manager", "sh"],
+            2,
+            "error: the argument '--sim' cannot be used with '--manager <PROGRAM>...'",
+        ),
+    ];
+    for (args, code, expected) in cases {
+        let err = stderr_of(&mut on_test(args), code);
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+        if code == 125 {
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    // A program that exists, on a lab with nothing running: the command
+    // that starts one.
+    let err = stderr_of(&mut on_test(&["course-cpu-1", "--manager", "sh"]), 125);
+    assert!(
+        err.starts_with("error: lab `default` has no running VMs; start some with `vmlab up"),
+        "{err}"
+    );
+    assert!(!dir.path().join("results").exists());
+}

@@ -20,7 +20,9 @@ fn scenario(lab: &TestLab, name: &str) -> (Value, std::path::PathBuf) {
     let run = run(lab
         .cmd(&["scenario", "run", name])
         .timeout(std::time::Duration::from_secs(600)));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    // 1: played and judged, and the scorecard's verdict failed; these tests
+    // make their own checks of what happened below.
+    assert!(matches!(run.code, 0 | 1), "{}\n{}", run.stdout, run.stderr);
     let dir = printed_run_dir(home(), &run.stdout);
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("scenario.json")).unwrap()).unwrap();

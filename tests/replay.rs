@@ -3,7 +3,8 @@
 //! TCG host: what the judge saw (`observed.jsonl`, one libvirt sample a
 //! second), its inputs and figures (`scenario.json`), and the manager's
 //! decisions. The `-busy` ones were recorded with builds and other labs
-//! running beside (load 8 to 9).
+//! running beside (load 8 to 9); the `course-` ones under test doubles of a
+//! user's own manager (tests/e2e_scenario.rs), with its logs.
 //!
 //! - Through the judge: every recording must give exactly the figures it
 //!   was judged with, so a change to a judge rule shows here, and comes
@@ -171,4 +172,29 @@ fn the_balloon_policy_never_plans_a_vm_below_its_floor_on_a_recorded_run() {
         grown > 0 && released > 0,
         "grown {grown}, released {released}"
     );
+}
+
+#[test]
+fn the_course_recordings_under_a_users_manager_get_their_verdicts() {
+    // course-cpu-1 (balanced from the start) under test doubles of a
+    // student's scheduler: one that leaves the pins alone (a pass), one that
+    // piles every vCPU on pCPU 0 in its first moment (a fail, although the
+    // samples after that show no change: the set-up sample holds it).
+    use vmlab::manage::sim::scenario::{Scale, library};
+    use vmlab::manage::verdict::verdict;
+    for (name, pass) in [("course-cpu-1-quiet", true), ("course-cpu-1-piler", false)] {
+        let (record, observed) = recording(name);
+        let first = &observed[0];
+        let scale = Scale {
+            pcpus: first.host.pcpus,
+            vms: first.vms.len() as u32,
+        };
+        let scenario = library(scale)
+            .into_iter()
+            .find(|s| s.name == record.scenario)
+            .unwrap();
+        let names: Vec<String> = first.vms.iter().map(|v| v.name.clone()).collect();
+        let v = verdict(&scenario, &names, &observed, &record.judge(&observed));
+        assert_eq!(v.pass, pass, "{name}: {v:?}");
+    }
 }

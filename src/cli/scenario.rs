@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::logging::say;
 use super::workload_args::interrupt_flag;
@@ -10,12 +10,16 @@ use crate::guest::ssh::Guest;
 use crate::hypervisor::Hypervisor;
 use crate::lab::Lab;
 use crate::lab::inventory::{On, select};
-use crate::manage::judge::Figures;
 use crate::manage::policy::{CpuPolicy, ManageConfig, MemoryPolicy, Overrides};
-use crate::manage::scenario::{self, Play, play};
+use crate::manage::scenario::{
+    self, External, Play, Played, Record, foreign_running, play, shape_error,
+};
+use crate::manage::scorecard::{Line, Scorecard};
 use crate::manage::sim;
+use crate::manage::sim::scenario::Expect;
 use crate::manage::sim::scenario::{Scale, Scenario, library};
-use crate::rundir::RunDir;
+use crate::manage::verdict::verdict;
+use crate::rundir::{RunDir, SCORECARD_JSON, SCORECARD_MD};
 use crate::workload::source::Offered;
 use crate::workload::{Preset, Request, check};
 
@@ -29,9 +33,32 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    name: String,
-    /// In the simulator instead of the lab
+    /// Scenarios to play, in order (`vmlab scenario list` names them)
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    names: Vec<String>,
+    /// Every course case: course-cpu-1..3, then course-mem-1..3
     #[arg(long)]
+    all: bool,
+    /// Your own manager instead of vmlab's policies: PROGRAM [ARGS]..., run
+    /// without a shell (e.g. `--manager ./vcpu_scheduler 2`)
+    #[arg(long, num_args = 1.., value_name = "PROGRAM", conflicts_with_all = ["cpu_manager", "memory_manager"])]
+    manager: Option<Vec<String>>,
+    /// Your vCPU scheduler, beside --memory-manager
+    #[arg(long, num_args = 1.., value_name = "PROGRAM")]
+    cpu_manager: Option<Vec<String>>,
+    /// Your memory coordinator, beside --cpu-manager
+    #[arg(long, num_args = 1.., value_name = "PROGRAM")]
+    memory_manager: Option<Vec<String>>,
+    /// Start your manager although other running domains, which it would
+    /// act on too, are not this lab's
+    #[arg(long)]
+    allow_foreign: bool,
+    /// Also play each scenario under vmlab's own policies and the greedy
+    /// course-style baseline, side by side
+    #[arg(long)]
+    compare: bool,
+    /// In the simulator instead of the lab (vmlab's policies only)
+    #[arg(long, conflicts_with_all = ["manager", "cpu_manager", "memory_manager"])]
     sim: bool,
     /// vCPU policy [default: pin]
     #[arg(long, value_enum)]
@@ -45,6 +72,24 @@ pub struct RunArgs {
     /// Where the run's files go: DIR/<run-id>/
     #[arg(long, default_value = "results")]
     results: PathBuf,
+}
+
+impl RunArgs {
+    fn external(&self) -> Vec<External> {
+        [
+            ("manager", &self.manager),
+            ("cpu-manager", &self.cpu_manager),
+            ("memory-manager", &self.memory_manager),
+        ]
+        .into_iter()
+        .filter_map(|(role, argv)| {
+            argv.as_ref().map(|argv| External {
+                role: role.to_string(),
+                argv: argv.clone(),
+            })
+        })
+        .collect()
+    }
 }
 
 pub fn run(global: &Global, cmd: Command) -> Result<i32> {
@@ -72,20 +117,41 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         }
         Command::Run(args) => args,
     };
-    let scenario = find(scenarios, &args.name)?;
-    let config = ManageConfig::resolve(
-        global.file()?.as_ref(),
-        Overrides {
-            interval_s: args.interval,
-            // The hot-plug scenario is about hot-plug.
-            cpu: args
-                .cpu_policy
-                .or((scenario.name == "hotplug").then_some(CpuPolicy::PinHotplug)),
-            memory: args.memory_policy,
-        },
-    )?;
-    let report = if args.sim {
-        sim::run(&scenario, &config).report
+    let chosen = if args.all {
+        scenarios
+            .iter()
+            .filter(|s| s.name.starts_with("course-"))
+            .cloned()
+            .collect()
+    } else {
+        args.names
+            .iter()
+            .map(|n| find(&scenarios, n))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let external = args.external();
+    for e in &external {
+        crate::host::child::check(&e.role, &e.argv)?;
+    }
+    let managers = managers(&external, args.compare);
+    let mut lines = Vec::new();
+    if args.sim {
+        for scenario in &chosen {
+            for manager in &managers {
+                let config = config(global, &args, scenario, manager)?;
+                let run = sim::run(scenario, &config);
+                let names: Vec<String> = scenario.vms.iter().map(|v| v.name.clone()).collect();
+                lines.push(line(
+                    scenario,
+                    manager,
+                    &names,
+                    &run.snapshots,
+                    &run.report,
+                    Vec::new(),
+                    "",
+                ));
+            }
+        }
     } else {
         if vms.is_empty() {
             bail!(
@@ -94,29 +160,168 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
                 scale.vms
             );
         }
-        real(
-            global,
-            &place.connect,
-            &home,
-            &lab,
-            &vms,
-            &scenario,
-            &config,
-            &args.results,
-        )?
-    };
-    println!("{:<22} {}", "scenario", Figures::header());
-    println!("{:<22} {}", scenario.name, report.figures());
-    Ok(exit::SUCCESS)
+        for scenario in &chosen {
+            if let Some(why) = shape_error(scenario, &place.lab, &vms) {
+                bail!(why);
+            }
+        }
+        if !external.is_empty() && !args.allow_foreign {
+            let foreign = foreign_running(&hv.domains()?, |d| lab.owns(d));
+            if !foreign.is_empty() {
+                bail!(
+                    "your manager acts on every running domain, and {} not lab `{}`'s: stop them, or pass --allow-foreign to go ahead",
+                    foreign
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        + if foreign.len() == 1 { " is" } else { " are" },
+                    place.lab
+                );
+            }
+        }
+        let _claim = crate::lab::lock::claim_lab(&lab)?;
+        let names: Vec<String> = vms.iter().map(|v| v.name.clone()).collect();
+        for scenario in &chosen {
+            for manager in &managers {
+                let config = config(global, &args, scenario, manager)?;
+                let ext: &[External] = match manager {
+                    Manager::Yours => &external,
+                    _ => &[],
+                };
+                let (played, run_dir) = real(
+                    global,
+                    &place.connect,
+                    &home,
+                    &lab,
+                    &vms,
+                    scenario,
+                    &config,
+                    ext,
+                    &args.results,
+                )?;
+                let observed = Record::load(&run_dir)?.1;
+                lines.push(line(
+                    scenario,
+                    manager,
+                    &names,
+                    &observed,
+                    &played.report,
+                    played.programs,
+                    &run_dir.display().to_string(),
+                ));
+                if crate::host::signals::stopping() {
+                    break;
+                }
+            }
+            if crate::host::signals::stopping() {
+                break;
+            }
+        }
+    }
+    let card = Scorecard::new(lines);
+    print!("{}", card.text());
+    if !args.sim {
+        let dir = RunDir::create(&args.results, "scorecard", SystemTime::now())?;
+        write(
+            &dir,
+            SCORECARD_JSON,
+            &(serde_json::to_string_pretty(&card)? + "\n"),
+        )?;
+        write(&dir, SCORECARD_MD, &card.markdown())?;
+        println!("scorecard in {}", dir.path.display());
+    }
+    if crate::host::signals::stopping() {
+        return Ok(crate::host::signals::exit_code());
+    }
+    Ok(if card.pass {
+        exit::SUCCESS
+    } else {
+        exit::CHECK_FAILED
+    })
 }
 
-fn find(scenarios: Vec<Scenario>, name: &str) -> Result<Scenario> {
-    let names: Vec<&str> = scenarios.iter().map(|s| s.name).collect();
-    let known = names.join(", ");
+/// Who manages each scenario: the programs named (else vmlab), then with
+/// `--compare` the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Manager {
+    Yours,
+    Vmlab,
+    Greedy,
+}
+
+fn managers(external: &[External], compare: bool) -> Vec<Manager> {
+    let first = if external.is_empty() {
+        Manager::Vmlab
+    } else {
+        Manager::Yours
+    };
+    let mut all = vec![first];
+    if compare {
+        all.extend(
+            [Manager::Vmlab, Manager::Greedy]
+                .into_iter()
+                .filter(|m| *m != first),
+        );
+    }
+    all
+}
+
+fn config(
+    global: &Global,
+    args: &RunArgs,
+    scenario: &Scenario,
+    manager: &Manager,
+) -> Result<ManageConfig> {
+    let cpu = match manager {
+        Manager::Greedy => Some(CpuPolicy::Greedy),
+        // The hot-plug scenario is about hot-plug.
+        _ => args
+            .cpu_policy
+            .or((scenario.name == "hotplug").then_some(CpuPolicy::PinHotplug)),
+    };
+    ManageConfig::resolve(
+        global.file()?.as_ref(),
+        Overrides {
+            interval_s: args.interval,
+            cpu,
+            memory: args.memory_policy,
+        },
+    )
+}
+
+fn line(
+    scenario: &Scenario,
+    manager: &Manager,
+    names: &[String],
+    observed: &[crate::manage::snapshot::Snapshot],
+    report: &crate::manage::judge::Report,
+    programs: Vec<crate::host::child::Outcome>,
+    run_dir: &str,
+) -> Line {
+    Line {
+        scenario: scenario.name.to_string(),
+        manager: format!("{manager:?}").to_lowercase(),
+        memory: scenario.expect == Expect::MemoryRules,
+        verdict: verdict(scenario, names, observed, report),
+        figures: report.figures(),
+        programs,
+        run_dir: run_dir.to_string(),
+    }
+}
+
+fn write(dir: &RunDir, name: &str, text: &str) -> Result<()> {
+    std::io::Write::write_all(&mut dir.create_file(name)?, text.as_bytes())
+        .with_context(|| format!("writing {}", dir.file(name).display()))
+}
+
+fn find(scenarios: &[Scenario], name: &str) -> Result<Scenario> {
+    let known: Vec<&str> = scenarios.iter().map(|s| s.name).collect();
     scenarios
-        .into_iter()
+        .iter()
         .find(|s| s.name == name)
-        .ok_or_else(|| anyhow!("no scenario `{name}`; there are {known}"))
+        .cloned()
+        .ok_or_else(|| anyhow!("no scenario `{name}`; there are {}", known.join(", ")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -128,9 +333,9 @@ fn real(
     vms: &[crate::lab::state::VmRecord],
     scenario: &Scenario,
     config: &ManageConfig,
+    external: &[External],
     results: &std::path::Path,
-) -> Result<crate::manage::judge::Report> {
-    let _claim = crate::lab::lock::claim_lab(lab)?;
+) -> Result<(Played, PathBuf)> {
     let guests = vms
         .iter()
         .map(|vm| Guest::connect(&lab.ssh_target(vm), Duration::from_secs(10)))
@@ -173,6 +378,7 @@ fn real(
         Play {
             scenario,
             config,
+            external,
             run,
             prepare: &prepare,
             template: &template,
@@ -181,5 +387,5 @@ fn real(
         &|line| println!("{line}"),
     )?;
     println!("results in {}", run_dir.display());
-    Ok(report)
+    Ok((report, run_dir))
 }

@@ -2,6 +2,7 @@
 //! say which program failed, what it printed, and how to get it.
 
 pub mod accel;
+pub mod child;
 pub mod facts;
 pub mod signals;
 

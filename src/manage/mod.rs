@@ -37,6 +37,7 @@ pub mod log;
 pub mod policy;
 pub mod run;
 pub mod scenario;
+pub mod scorecard;
 pub mod sim;
 pub mod snapshot;
 #[cfg(test)]

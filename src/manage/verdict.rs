@@ -41,6 +41,10 @@ pub struct Verdict {
     /// never, or not an even-placement case.
     pub placed_s: Option<f64>,
     pub repins_after_placed: u32,
+    /// Memory: seconds from the end of the loads until three quarters of
+    /// what the lab grew was back; `None`: never, or nothing grew.
+    #[serde(default)]
+    pub memory_back_s: Option<f64>,
 }
 
 /// Judges `observed` (the judge's samples, VMs named as in the lab, in the
@@ -94,12 +98,50 @@ pub fn verdict(
         }
         Expect::MemoryRules => failed.extend(memory_rules(&f)),
     }
+    let memory_back_s = match scenario.expect {
+        Expect::MemoryRules => memory_back_s(scenario, observed),
+        _ => None,
+    };
     Verdict {
         pass: failed.is_empty(),
         failed,
         placed_s,
         repins_after_placed,
+        memory_back_s,
     }
+}
+
+/// Seconds from the end of the last memory load until the lab's balloons
+/// hold at most a quarter of what they grew.
+fn memory_back_s(scenario: &Scenario, observed: &[Snapshot]) -> Option<f64> {
+    let first = observed.first()?;
+    let total_mib = |s: &Snapshot| -> f64 {
+        s.vms
+            .iter()
+            .map(|v| {
+                v.balloon
+                    .as_ref()
+                    .map_or(v.memory_current_kib, |b| b.actual_kib) as f64
+                    / 1024.0
+            })
+            .sum()
+    };
+    let start = total_mib(first);
+    let peak = observed.iter().map(total_mib).fold(start, f64::max);
+    let grown = peak - start;
+    if grown <= 0.0 {
+        return None;
+    }
+    let loads_end_s = scenario
+        .vms
+        .iter()
+        .filter_map(|v| v.memory_mib_demand.points().last().map(|p| p.0))
+        .fold(0.0, f64::max);
+    observed
+        .iter()
+        .map(|s| (s.at_s - first.at_s, total_mib(s)))
+        .find(|(t, mib)| *t >= loads_end_s && mib - start <= grown / 4.0)
+        .map(|(t, _)| t - loads_end_s)
 }
 
 fn memory_rules(f: &Figures) -> Vec<String> {
