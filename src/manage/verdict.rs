@@ -272,14 +272,11 @@ fn even(scenario: &Scenario, names: &[String], snap: &Snapshot, t_s: f64) -> boo
 mod tests {
     use super::*;
     use crate::manage::judge::{JudgeConfig, judge};
-    use crate::manage::sim::scenario::{Scale, library};
+    use crate::manage::sim::scenario::named;
     use crate::manage::testkit::{snapshot, vcpu, vm};
 
     fn case(name: &str) -> Scenario {
-        library(Scale::default())
-            .into_iter()
-            .find(|s| s.name == name)
-            .unwrap()
+        named(name)
     }
 
     /// `pins[t]`: the pCPU of vm-1..vm-4 at second t; each VM busy 50 %.

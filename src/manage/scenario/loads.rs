@@ -161,13 +161,10 @@ fn memory_load(trace: &Trace, end_s: f64, scale: f64) -> Option<(f64, Load)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manage::sim::scenario::{Scale, library};
+    use crate::manage::sim::scenario::named;
 
     fn scenario(name: &str) -> Scenario {
-        library(Scale::default())
-            .into_iter()
-            .find(|s| s.name == name)
-            .unwrap()
+        named(name)
     }
 
     #[test]

@@ -494,14 +494,11 @@ fn oom_kills(guests: &[Guest]) -> Result<u32> {
 mod tests {
     use super::*;
     use crate::hypervisor::{DomainInfo, PowerState};
-    use crate::manage::sim::scenario::{Scale, library};
+    use crate::manage::sim::scenario::named;
     use crate::testutil::vm_record;
 
     fn case(name: &str) -> Scenario {
-        library(Scale::default())
-            .into_iter()
-            .find(|s| s.name == name)
-            .unwrap()
+        named(name)
     }
 
     fn lab(n: usize, memory_mib: u64, max_mib: u64, vcpus: u32) -> Vec<VmRecord> {

@@ -152,6 +152,15 @@ pub fn library(scale: Scale) -> Vec<Scenario> {
     ]
 }
 
+/// One scenario at the default scale, for tests.
+#[cfg(test)]
+pub fn named(name: &str) -> Scenario {
+    library(Scale::default())
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no scenario {name}"))
+}
+
 /// The course's public test cases need this lab: 2 VMs per pCPU for the CPU
 /// cases (the course has 8 VMs on 4 pCPUs), 4 VMs for the memory cases; all
 /// of 512 MiB that may grow to 2048 MiB.
