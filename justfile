@@ -35,7 +35,7 @@ lab n="2": setup image
 test: setup
     cargo test --quiet --lib --bins
     VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test host_tools -- --nocapture
-    cargo test --quiet --test cli --test test_driver --test fixture_run --test replay --test dashboard --test plot
+    cargo test --quiet --test cli --test test_driver --test fixture_run --test replay --test layers --test dashboard --test plot
     cargo test --quiet --test dashboard_browser -- --nocapture
     VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test workload_build -- --nocapture
     cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe --test e2e_scenario -- --ignored --test-threads=1
