@@ -16,7 +16,6 @@ use crate::manage::scenario::{
 };
 use crate::manage::scorecard::{Line, Scorecard};
 use crate::manage::sim;
-use crate::manage::sim::scenario::Expect;
 use crate::manage::sim::scenario::{Scale, Scenario, library};
 use crate::manage::verdict::verdict;
 use crate::rundir::{RunDir, SCORECARD_JSON, SCORECARD_MD};
@@ -53,8 +52,9 @@ pub struct RunArgs {
     /// act on too, are not this lab's
     #[arg(long)]
     allow_foreign: bool,
-    /// Also play each scenario under vmlab's own policies and the greedy
-    /// course-style baseline, side by side
+    /// Also play each scenario under vmlab's own policies and the
+    /// course-style baseline (greedy re-pinning, fixed-step ballooning),
+    /// side by side
     #[arg(long)]
     compare: bool,
     /// In the simulator instead of the lab (vmlab's policies only)
@@ -273,19 +273,22 @@ fn config(
     scenario: &Scenario,
     manager: &Manager,
 ) -> Result<ManageConfig> {
-    let cpu = match manager {
-        Manager::Greedy => Some(CpuPolicy::Greedy),
+    // The course-style baseline: greedy re-pinning, fixed-step ballooning.
+    let (cpu, memory) = match manager {
+        Manager::Greedy => (Some(CpuPolicy::Greedy), Some(MemoryPolicy::Threshold)),
         // The hot-plug scenario is about hot-plug.
-        _ => args
-            .cpu_policy
-            .or((scenario.name == "hotplug").then_some(CpuPolicy::PinHotplug)),
+        _ => (
+            args.cpu_policy
+                .or((scenario.name == "hotplug").then_some(CpuPolicy::PinHotplug)),
+            args.memory_policy,
+        ),
     };
     ManageConfig::resolve(
         global.file()?.as_ref(),
         Overrides {
             interval_s: args.interval,
             cpu,
-            memory: args.memory_policy,
+            memory,
         },
     )
 }
@@ -302,7 +305,7 @@ fn line(
     Line {
         scenario: scenario.name.to_string(),
         manager: format!("{manager:?}").to_lowercase(),
-        memory: scenario.expect == Expect::MemoryRules,
+        expect: scenario.expect,
         verdict: verdict(scenario, names, observed, report),
         figures: report.figures(),
         programs,

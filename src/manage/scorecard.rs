@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::judge::Figures;
+use super::sim::scenario::Expect;
 use super::verdict::Verdict;
 use crate::host::child::Outcome;
 use crate::table::{Align, Table};
@@ -19,8 +20,8 @@ pub struct Line {
     /// `yours` (the programs named), `vmlab` (its own policies) or `greedy`
     /// (the course-style baseline).
     pub manager: String,
-    /// Memory rules apply, not the CPU ones.
-    pub memory: bool,
+    /// What the scenario asks: which figures the line shows.
+    pub expect: Expect,
     pub verdict: Verdict,
     pub figures: Figures,
     /// How each program the user named ended.
@@ -127,45 +128,45 @@ fn cells(l: &Line) -> Vec<String> {
     let result = if v.pass { "pass" } else { "FAIL" }.to_string();
     let na = || "-".to_string();
     let secs = |s: Option<f64>| s.map_or("never".into(), |s| format!("{s:.0}"));
-    if l.memory {
-        vec![
-            l.scenario.clone(),
-            l.manager.clone(),
-            result,
-            na(),
-            na(),
-            na(),
-            format!("{:.0}", f.min_unused_mib),
-            format!("{:.0}", f.seconds_under_floor),
-            if f.host_min_free_mib > HOST_FLOOR_MIB {
-                "yes"
-            } else {
-                "no"
-            }
-            .into(),
-            f.oom_kills.to_string(),
-            secs(v.memory_back_s),
-        ]
-    } else {
-        let (balanced, after) = match v.placed_s {
-            Some(_) => (v.placed_s, v.repins_after_placed),
-            None if f.first_pins + f.repins == 0 && v.pass => (Some(0.0), 0),
-            None => (f.balance_s, f.repins_after_balance),
-        };
-        vec![
-            l.scenario.clone(),
-            l.manager.clone(),
-            result,
-            secs(balanced),
-            format!("{:.1}", f.settled_sd_pct),
-            after.to_string(),
-            na(),
-            na(),
-            na(),
-            na(),
-            na(),
-        ]
-    }
+    let (balanced, after) = match l.expect {
+        Expect::MemoryRules => {
+            return vec![
+                l.scenario.clone(),
+                l.manager.clone(),
+                result,
+                na(),
+                na(),
+                na(),
+                format!("{:.0}", f.min_unused_mib),
+                format!("{:.0}", f.seconds_under_floor),
+                if f.host_min_free_mib > HOST_FLOOR_MIB {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+                f.oom_kills.to_string(),
+                secs(v.memory_back_s),
+            ];
+        }
+        // Balanced from the start: every pin change counts.
+        Expect::LeaveAlone => (Some(0.0), f.first_pins + f.repins),
+        Expect::EvenPlacement => (v.placed_s, v.repins_after_placed),
+        Expect::Balanced => (f.balance_s, f.repins_after_balance),
+    };
+    vec![
+        l.scenario.clone(),
+        l.manager.clone(),
+        result,
+        secs(balanced),
+        format!("{:.1}", f.settled_sd_pct),
+        after.to_string(),
+        na(),
+        na(),
+        na(),
+        na(),
+        na(),
+    ]
 }
 
 #[cfg(test)]
@@ -176,7 +177,11 @@ mod tests {
         Line {
             scenario: scenario.into(),
             manager: manager.into(),
-            memory,
+            expect: if memory {
+                Expect::MemoryRules
+            } else {
+                Expect::EvenPlacement
+            },
             verdict: Verdict {
                 pass: failed.is_empty(),
                 failed: failed.iter().map(|f| f.to_string()).collect(),
