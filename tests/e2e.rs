@@ -303,6 +303,26 @@ fn ssh_forwards_stdin_passes_exit_status_and_needs_no_libvirt() {
         (no_libvirt.code, no_libvirt.stdout.as_str()),
         (0, "e2s-1\n")
     );
+
+    // One session, a command cut short by its deadline, then the next
+    // command: it runs (it failed with "would block" when the failed one
+    // left the session non-blocking, as `scenario run` met on a slow guest).
+    use vmlab::guest::ssh::{Guest, SshTarget};
+    let port = lab.ports()[0];
+    let paths = vmlab::paths::Home::new(home()).lab("e2e-ssh");
+    let target = SshTarget {
+        vm: "e2s-1".into(),
+        addr: ([127, 0, 0, 1], port).into(),
+        user: "root".into(),
+        key: paths.ssh_key(),
+        known_hosts: paths.vm("e2s-1").host_key(),
+    };
+    let guest = Guest::connect(&target, Duration::from_secs(30)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let cut = guest.exec_until("sleep 5", Some(deadline));
+    assert!(cut.is_err(), "the deadline passed");
+    let next = guest.exec("echo again").unwrap();
+    assert_eq!(String::from_utf8_lossy(&next.stdout), "again\n");
 }
 
 #[test]

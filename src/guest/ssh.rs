@@ -179,6 +179,10 @@ impl Guest {
     /// streaming its output; fails if the guest stops answering, or when
     /// `deadline` passes.
     pub fn exec_io(&self, command: &str, io: Io, deadline: Option<Instant>) -> Result<Exit> {
+        // A command that failed left the session non-blocking (below); the
+        // next one opens its channel blocking again, within IO_TIMEOUT, or
+        // fails at once with "would block" on a guest that is merely slow.
+        self.session.set_blocking(true);
         let mut channel = self
             .session
             .channel_session()
