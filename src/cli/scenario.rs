@@ -189,7 +189,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
                     Manager::Yours => &external,
                     _ => &[],
                 };
-                let (played, run_dir) = real(
+                let played = real(
                     global,
                     &place.connect,
                     &home,
@@ -199,17 +199,30 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
                     &config,
                     ext,
                     &args.results,
-                )?;
-                let observed = Record::load(&run_dir)?.1;
-                lines.push(line(
-                    scenario,
-                    manager,
-                    &names,
-                    &observed,
-                    &played.report,
-                    played.programs,
-                    &run_dir.display().to_string(),
-                ));
+                )
+                .and_then(|(played, dir)| Ok((Record::load(&dir)?.1, played, dir)));
+                // One scenario that could not be played fails its line; the
+                // rest of the suite still plays.
+                lines.push(match played {
+                    Ok((observed, played, dir)) => line(
+                        scenario,
+                        manager,
+                        &names,
+                        &observed,
+                        &played.report,
+                        played.programs,
+                        &dir.display().to_string(),
+                    ),
+                    Err(e) => {
+                        say!("{} ({manager:?}) could not be played: {e:#}", scenario.name);
+                        Line::not_played(
+                            scenario.name,
+                            &format!("{manager:?}").to_lowercase(),
+                            scenario.expect,
+                            &format!("{e:#}"),
+                        )
+                    }
+                });
                 if crate::host::signals::stopping() {
                     break;
                 }

@@ -85,7 +85,7 @@ pub struct VmMemory {
 /// seconds since the first snapshot, starting with 0; `oom_kills` comes from
 /// outside (the simulator, or the guests' kernel logs).
 /// A report in one line: the figures the issue asks for per scenario.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Figures {
     /// Worst phase's seconds until it stayed balanced; `None`: never.
     pub balance_s: Option<f64>,

@@ -30,6 +30,27 @@ pub struct Line {
     pub run_dir: String,
 }
 
+impl Line {
+    /// A scenario that could not be played to the end: a fail, with why.
+    pub fn not_played(scenario: &str, manager: &str, expect: Expect, why: &str) -> Line {
+        Line {
+            scenario: scenario.to_string(),
+            manager: manager.to_string(),
+            expect,
+            verdict: Verdict {
+                pass: false,
+                failed: vec![format!("not played to the end: {why}")],
+                placed_s: None,
+                repins_after_placed: 0,
+                memory_back_s: None,
+            },
+            figures: Figures::default(),
+            programs: Vec::new(),
+            run_dir: String::new(),
+        }
+    }
+}
+
 /// Every line, and whether all passed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scorecard {
