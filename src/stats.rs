@@ -30,9 +30,34 @@ impl Spread {
     }
 }
 
+/// The coefficient of variation in %: the sample standard deviation over
+/// the mean. `None` with fewer than two values or a mean of zero.
+pub fn cv_pct(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if mean == 0.0 {
+        return None;
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Some(var.sqrt() / mean.abs() * 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cv_is_the_sample_deviation_over_the_mean() {
+        assert_eq!(cv_pct(&[5.0]), None);
+        assert_eq!(cv_pct(&[0.0, 0.0]), None);
+        assert_eq!(cv_pct(&[4.0, 4.0, 4.0]), Some(0.0));
+        // mean 10, sample sd sqrt(((−1)² + 0 + 1²) / 2) = 1
+        let cv = cv_pct(&[9.0, 10.0, 11.0]).unwrap();
+        assert!((cv - 10.0).abs() < 1e-12, "{cv}");
+    }
 
     fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
         Spread::of(values).map(|s| (s.min, s.median, s.max))

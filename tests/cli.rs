@@ -272,7 +272,7 @@ fn down_and_console_of_unknown_vms() {
 fn bad_workload_requests_are_one_line_errors_and_leave_no_results() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let cases: [(&[&str], i32, &str); 7] = [
+    let cases: [(&[&str], i32, &str); 8] = [
         (
             &["bench", "nope"],
             125,
@@ -297,6 +297,11 @@ fn bad_workload_requests_are_one_line_errors_and_leave_no_results() {
             &["bench", "stream", "--matrix", "vcpus=x"],
             125,
             "error: matrix value `vcpus=x` is not a vCPU count",
+        ),
+        (
+            &["bench", "stream", "--repeat", "auto:0"],
+            2,
+            "error: invalid value 'auto:0' for '--repeat <K|auto[:MAX]>': `auto:0` is not a repeat count; give 1 to 1000, `auto` or `auto:MAX` (e.g. auto:10)\n",
         ),
         (
             &["bench", "stream", "--on", "a/b"],

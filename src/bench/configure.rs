@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::matrix::Cell;
 use crate::guest::ssh::Guest;
@@ -22,7 +22,7 @@ use crate::units::{Kib, Mib};
 
 /// What a VM had while a cell ran, read back after applying the cell (not
 /// `manage::execute::Applied`, the outcome of a manager action).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellApplied {
     /// libvirt's live vCPU count.
     pub vcpus: u32,

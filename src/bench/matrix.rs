@@ -2,7 +2,7 @@
 //! runs under, one cell per combination, applied live between cells.
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lab::state::VmRecord;
 use crate::units::Mib;
@@ -16,7 +16,7 @@ pub struct Matrix {
 }
 
 /// One combination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cell {
     /// 1-based, in the order the cells run.
     pub index: usize,

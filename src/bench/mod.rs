@@ -6,5 +6,6 @@
 pub mod configure;
 pub mod matrix;
 pub mod record;
+pub mod repeat;
 pub mod run;
 pub mod summary;

@@ -2,25 +2,28 @@
 //! be told apart from another and reproduced. [`RunRecord::start`] gathers
 //! everything known before the first cell (source, binary, host, libvirt
 //! and QEMU versions, accel per VM); the run adds cells and runs as they
-//! finish.
+//! finish. [`RecordedRun`] reads it back.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::SystemTime;
 
-use anyhow::Result;
-use serde::Serialize;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use super::configure::CellApplied;
 use super::matrix::{Cell, Matrix};
+use super::repeat::Repeat;
 use crate::host::facts::HostFacts;
 use crate::hypervisor::{Hypervisor, Versions};
 use crate::lab::state::VmRecord;
-use crate::rundir::timestamp;
+use crate::rundir::{RUN_JSON, timestamp};
 use crate::workload::Ready;
-use crate::workload::manifest::Source;
+use crate::workload::manifest::{MetricSpec, Source};
 use crate::workload::source::Origin;
 
 /// What ran where, for `run.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunEntry {
     pub vm: String,
     pub cell: usize,
@@ -45,7 +48,14 @@ pub struct RunRecord {
     pub benchmark: String,
     pub params: Vec<(String, String)>,
     pub matrix: Matrix,
+    /// Repeats per cell; with `repeat_auto`, the most.
     pub repeat: u32,
+    /// `--repeat auto`: repeats stopped once the main metric's spread was small.
+    pub repeat_auto: Option<AutoRepeat>,
+    /// The workload's main metric (`[output] main`), if it declares one.
+    pub main_metric: Option<String>,
+    /// The metrics a run is judged on (`[output.metrics]`): unit and direction.
+    pub metrics: BTreeMap<String, MetricSpec>,
     pub vms: Vec<String>,
     pub source: SourceRecord,
     pub binary_sha256: String,
@@ -59,6 +69,16 @@ pub struct RunRecord {
     pub runs: Vec<RunEntry>,
 }
 
+/// `--repeat auto[:MAX]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AutoRepeat {
+    /// A cell stops repeating once the main metric's CV is at most this in every VM…
+    pub cv_target_pct: f64,
+    /// …and it has run at least this often, or when it has run `max` times.
+    pub min: u32,
+    pub max: u32,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceRecord {
     pub url: Option<String>,
@@ -66,12 +86,86 @@ pub struct SourceRecord {
     pub origin: Origin,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellRecord {
     pub cell: Cell,
     /// What each VM really had.
     pub applied: Vec<(String, CellApplied)>,
     pub errors: Vec<(String, String)>,
+    /// How often the cell ran.
+    #[serde(default)]
+    pub repeats: u32,
+    /// Per VM, the coefficient of variation (%) of the main metric over
+    /// the cell's repeats; `None` with fewer than two results.
+    #[serde(default)]
+    pub main_cv_pct: Vec<(String, Option<f64>)>,
+}
+
+/// The host as `run.json` records it ([`HostFacts`], read back).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HostRecord {
+    pub cpu_model: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub kernel: String,
+}
+
+/// libvirt's and the hypervisor's versions ([`Versions`], read back).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct VersionsRecord {
+    pub libvirt: String,
+    pub hypervisor: String,
+}
+
+/// `run.json` read back: what `vmlab results` uses of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordedRun {
+    pub schema: u32,
+    pub run_id: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub interrupted: bool,
+    pub lab: String,
+    pub benchmark: String,
+    pub params: Vec<(String, String)>,
+    pub repeat: u32,
+    #[serde(default)]
+    pub repeat_auto: Option<AutoRepeat>,
+    #[serde(default)]
+    pub main_metric: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricSpec>,
+    pub vms: Vec<String>,
+    pub host: HostRecord,
+    pub versions: VersionsRecord,
+    pub accel: Vec<(String, String)>,
+    pub cells: Vec<CellRecord>,
+    pub runs: Vec<RunEntry>,
+}
+
+impl RecordedRun {
+    /// `DIR/run.json`; a missing or damaged file is an error naming it.
+    pub fn read(run_dir: &Path) -> Result<RecordedRun> {
+        let path = run_dir.join(RUN_JSON);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: {e}; it is not a run.json vmlab wrote",
+                path.display(),
+                e.line()
+            )
+        })
+    }
+
+    /// The accel of a VM as people say it: `kvm`, or `tcg` for libvirt's `qemu`.
+    pub fn accel_of(&self, vm: &str) -> &str {
+        match self.accel.iter().find(|(name, _)| name == vm) {
+            Some((_, t)) if t == "qemu" => "tcg",
+            Some((_, t)) => t,
+            None => "unknown",
+        }
+    }
 }
 
 /// What a run is about to do, where; `run_id` is left empty until the run
@@ -81,7 +175,7 @@ pub struct Start<'a> {
     pub ready: &'a Ready,
     pub vms: &'a [VmRecord],
     pub matrix: &'a Matrix,
-    pub repeat: u32,
+    pub repeat: Repeat,
     pub at: SystemTime,
 }
 
@@ -120,7 +214,10 @@ impl RunRecord {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             matrix: matrix.clone(),
-            repeat,
+            repeat: repeat.max(),
+            repeat_auto: repeat.auto(),
+            main_metric: ready.workload.output.main.clone(),
+            metrics: ready.workload.output.metrics.clone(),
             vms: vms.iter().map(|v| v.name.clone()).collect(),
             source: SourceRecord {
                 url,
@@ -184,7 +281,7 @@ mod tests {
                     ready: &ready,
                     vms,
                     matrix: &matrix,
-                    repeat: 3,
+                    repeat: Repeat::Auto { max: 3 },
                     at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 },
             )
@@ -206,6 +303,15 @@ mod tests {
                 .contains(&("input".to_owned(), "tiny".to_owned()))
         );
         let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json["repeat_auto"],
+            serde_json::json!({"cv_target_pct": 3.0, "min": 3, "max": 3})
+        );
+        assert_eq!(json["main_metric"], "time_per_intersection_ns");
+        assert_eq!(
+            json["metrics"]["time_per_intersection_ns"],
+            serde_json::json!({"unit": "ns", "better": "lower"})
+        );
         assert_eq!(
             json["source"],
             serde_json::json!({

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::configure::{self, CellApplied};
 use super::matrix::Cell;
 use super::record::{CellRecord, RunEntry, RunRecord};
+use super::repeat::Repeat;
 use crate::files::write_atomic;
 use crate::guest::GUEST_ROOT;
 use crate::guest::ssh::Guest;
@@ -22,6 +23,7 @@ use crate::hypervisor::{Actuator, Hypervisor};
 use crate::lab::state::VmRecord;
 use crate::rundir::timestamp;
 use crate::rundir::{self, BENCH_CSV, RAW_DIR, RUN_JSON};
+use crate::stats::cv_pct;
 use crate::workload::Ready;
 use crate::workload::parse::parse;
 use crate::workload::run::{Outcome, keep_raw};
@@ -30,7 +32,7 @@ use crate::workload::run::{Outcome, keep_raw};
 const APPLY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One row of `bench.csv`: one metric of one VM in one cell and repeat.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub run_id: String,
     /// RFC 3339, UTC.
@@ -64,7 +66,7 @@ pub struct Plan<'a> {
     /// One SSH session per VM, in the order of `vms`.
     pub guests: &'a [Guest],
     pub cells: Vec<Cell>,
-    pub repeat: u32,
+    pub repeat: Repeat,
     pub run_dir: PathBuf,
     pub record: RunRecord,
 }
@@ -75,6 +77,27 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub failures: Vec<String>,
     pub interrupted: bool,
+    /// `run.json` as saved at the end.
+    pub record: RunRecord,
+}
+
+/// A run's `bench.csv`, every row; a damaged file is an error naming it.
+pub fn read_rows(run_dir: &Path) -> Result<Vec<Row>> {
+    let path = run_dir.join(BENCH_CSV);
+    let mut reader =
+        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .deserialize()
+        .map(|row| {
+            row.map_err(|e| {
+                let line = e.position().map_or(0, |p| p.line());
+                anyhow::anyhow!(
+                    "{}:{line}: {e}; it is not a bench.csv vmlab wrote",
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Runs the plan; `progress` hears (VM, what it is doing).
@@ -120,6 +143,8 @@ pub fn bench(
             cell,
             applied: Vec::new(),
             errors: Vec::new(),
+            repeats: 0,
+            main_cv_pct: Vec::new(),
         };
         for (vm, a) in plan.vms.iter().zip(&applied) {
             match a {
@@ -127,11 +152,18 @@ pub fn bench(
                 Err(e) => record.errors.push((vm.name.clone(), format!("{e:#}"))),
             }
         }
+        let main_metric = plan.record.main_metric.clone();
         plan.record.cells.push(record);
-        for repeat in 1..=plan.repeat {
+        let mut done = 0;
+        while !plan
+            .repeat
+            .finished(done, &main_values(&rows, plan.vms, &cell, &main_metric))
+        {
             if cancel.load(Ordering::SeqCst) {
                 break 'cells;
             }
+            done += 1;
+            let repeat = done;
             let entries: Vec<RunEntry> = std::thread::scope(|scope| {
                 let handles: Vec<_> = plan
                     .vms
@@ -160,6 +192,15 @@ pub fn bench(
                     .collect()
             });
             plan.record.runs.extend(entries);
+            let per_vm = main_values(&rows, plan.vms, &cell, &main_metric);
+            let last = plan.record.cells.last_mut().expect("pushed above");
+            last.repeats = done;
+            last.main_cv_pct = plan
+                .vms
+                .iter()
+                .zip(&per_vm)
+                .map(|(vm, values)| (vm.name.clone(), cv_pct(values)))
+                .collect();
             save_record(&plan.run_dir, &plan.record)?;
         }
     }
@@ -176,7 +217,27 @@ pub fn bench(
         rows: rows.into_inner().unwrap(),
         failures: failures.into_inner().unwrap(),
         interrupted,
+        record: plan.record,
     })
+}
+
+/// The main metric's values in `cell` so far, per VM (in the order of `vms`).
+fn main_values(
+    rows: &Mutex<Vec<Row>>,
+    vms: &[VmRecord],
+    cell: &Cell,
+    main_metric: &Option<String>,
+) -> Vec<Vec<f64>> {
+    let rows = rows.lock().unwrap();
+    vms.iter()
+        .map(|vm| {
+            rows.iter()
+                .filter(|r| r.cell == cell.index && r.vm == vm.name)
+                .filter(|r| Some(&r.metric) == main_metric.as_ref())
+                .filter_map(|r| r.value)
+                .collect()
+        })
+        .collect()
 }
 
 /// One VM, one cell, one repeat.
@@ -380,7 +441,8 @@ pub fn raw_dir(run_dir: &Path, cell: usize, vm: &str, repeat: u32) -> PathBuf {
         .join(format!("r{repeat}"))
 }
 
-fn save_record(run_dir: &Path, record: &RunRecord) -> Result<()> {
+/// Writes `run.json` (atomically: a reader never sees half of it).
+pub fn save_record(run_dir: &Path, record: &RunRecord) -> Result<()> {
     write_atomic(
         &run_dir.join(RUN_JSON),
         (serde_json::to_string_pretty(record)? + "\n").as_bytes(),

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::matrix::Cell;
+use super::record::{AutoRepeat, CellRecord};
 use super::run::Row;
 use crate::stats::Spread;
 use crate::table::{Align, Table};
@@ -83,6 +84,41 @@ pub fn table(summary: &[Summary], cells: &[Cell]) -> Table {
     table
 }
 
+/// Under `--repeat auto`, one line per cell: how often it ran and the CV
+/// of the main metric each VM reached; nothing otherwise.
+pub fn repeats(auto: Option<AutoRepeat>, main: Option<&str>, cells: &[CellRecord]) -> String {
+    let (Some(auto), Some(main)) = (auto, main) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for cell in cells {
+        let cvs: Vec<String> = cell
+            .main_cv_pct
+            .iter()
+            .map(|(vm, cv)| match cv {
+                Some(cv) => format!("{vm} {cv:.1} %"),
+                None => format!("{vm} -"),
+            })
+            .collect();
+        let steady = cell
+            .main_cv_pct
+            .iter()
+            .all(|(_, cv)| cv.is_some_and(|cv| cv <= auto.cv_target_pct));
+        out += &format!(
+            "cell {}: {} runs, CV of {main}: {}{}\n",
+            cell.cell.index,
+            cell.repeats,
+            cvs.join(", "),
+            if steady {
+                String::new()
+            } else {
+                format!(" (still above {} %)", auto.cv_target_pct)
+            }
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::run::test_row;
@@ -105,6 +141,27 @@ mod tests {
             (1, 2.0, 1.0, 3.0, 3)
         );
         assert_eq!((s[1].cell, s[1].median, s[1].n), (2, 15.0, 2));
+    }
+
+    #[test]
+    fn auto_repeats_say_how_often_each_cell_ran_and_the_cv_it_reached() {
+        let cells: Vec<CellRecord> = serde_json::from_str(
+            r#"[{"cell": {"index": 1, "vcpus": 1, "memory_mib": null}, "applied": [], "errors": [],
+                 "repeats": 4, "main_cv_pct": [["vm-1", 1.25], ["vm-2", 2.5]]},
+                {"cell": {"index": 2, "vcpus": 2, "memory_mib": null}, "applied": [], "errors": [],
+                 "repeats": 10, "main_cv_pct": [["vm-1", 7.0], ["vm-2", null]]}]"#,
+        )
+        .unwrap();
+        let auto = crate::bench::repeat::Repeat::Auto { max: 10 }.auto();
+        insta::assert_snapshot!(repeats(auto, Some("triad_mb_per_s"), &cells), @r"
+        cell 1: 4 runs, CV of triad_mb_per_s: vm-1 1.2 %, vm-2 2.5 %
+        cell 2: 10 runs, CV of triad_mb_per_s: vm-1 7.0 %, vm-2 - (still above 3 %)
+        ");
+        assert_eq!(
+            repeats(None, Some("triad_mb_per_s"), &cells),
+            "",
+            "a count: nothing to say"
+        );
     }
 
     #[test]

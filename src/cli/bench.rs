@@ -8,6 +8,7 @@ use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
 use crate::bench::matrix::Matrix;
 use crate::bench::record::{RunRecord, Start};
+use crate::bench::repeat::Repeat;
 use crate::bench::run::{Plan, bench};
 use crate::bench::summary::{self, summarize};
 use crate::guest::ssh::Guest;
@@ -19,9 +20,10 @@ use crate::rundir::RunDir;
 pub struct Args {
     #[command(flatten)]
     w: WorkloadArgs,
-    /// Runs per VM and cell
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    repeat: u32,
+    /// Runs per VM and cell: a count, or `auto[:MAX]` (until the main
+    /// metric's CV is at most 3 % in every VM, at most MAX runs, default 10)
+    #[arg(long, default_value = "1", value_name = "K|auto[:MAX]")]
+    repeat: Repeat,
     /// VM configurations to run under, applied live: `vcpus=1,2 memory=512M,1G`
     #[arg(long, num_args = 1.., value_name = "KEY=V1,V2")]
     matrix: Vec<String>,
@@ -35,6 +37,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     let cancel = interrupt_flag()?;
     let matrix = Matrix::parse(&args.matrix)?;
     let opened = args.w.open(global)?;
+    args.repeat.check(&opened.checked.workload)?;
     let (home, hv) = (&opened.home, &opened.hv);
     let lab = opened.lab();
     let vms = select(&lab, &args.w.on)?;
@@ -79,6 +82,15 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     })?;
     bars.clear();
     print!("{}", summary::table(&summarize(&report.rows), &cells));
+    let record = &report.record;
+    print!(
+        "{}",
+        summary::repeats(
+            record.repeat_auto,
+            record.main_metric.as_deref(),
+            &record.cells
+        )
+    );
     for f in &report.failures {
         eprintln!("failed: {f}");
     }

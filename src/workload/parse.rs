@@ -654,6 +654,30 @@ mod tests {
         }
     }
 
+    /// The metrics a manifest declares for judging are the ones its parser
+    /// gives, in the same unit, on the program's real output.
+    #[test]
+    fn every_declared_metric_comes_out_of_its_parser_in_its_unit() {
+        let workloads = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        for workload in crate::workload::manifest::load_all(&workloads).unwrap() {
+            let name = &workload.name;
+            assert!(
+                workload.output.main.is_some(),
+                "{name} declares no main metric"
+            );
+            let (stdout, files) = fixture(name);
+            let parsed = parse(&workload.output.parser, &stdout, &files).unwrap();
+            for (metric, spec) in &workload.output.metrics {
+                let given = parsed.metrics.iter().find(|m| &m.name == metric);
+                assert_eq!(
+                    given.map(|m| m.unit.as_str()),
+                    Some(spec.unit.as_str()),
+                    "{name}: `{metric}`"
+                );
+            }
+        }
+    }
+
     #[test]
     fn unknown_parser_lists_the_known_ones() {
         assert_eq!(

@@ -153,6 +153,26 @@ impl Workload {
                 bail!("`output.files`: `{pattern}` is not a pattern: {}", e.msg);
             }
         }
+        for (name, metric) in &self.output.metrics {
+            ensure!(
+                is_identifier(name),
+                "`output.metrics.{name}`: a metric name is lowercase letters, digits and _"
+            );
+            ensure!(
+                !metric.unit.trim().is_empty(),
+                "`output.metrics.{name}.unit` is empty"
+            );
+        }
+        match &self.output.main {
+            Some(main) => ensure!(
+                self.output.metrics.contains_key(main),
+                "`output.main`: `{main}` is not one of `output.metrics`"
+            ),
+            None => ensure!(
+                self.output.metrics.is_empty(),
+                "`output.main` is missing: name the metric of `output.metrics` that stands for a run"
+            ),
+        }
         Ok(())
     }
 
@@ -383,6 +403,21 @@ mod tests {
                 "files = [\"result-*.txt\"]",
                 "files = [\"result-[.txt\"]",
                 ": `output.files`: `result-[.txt` is not a pattern: invalid range pattern",
+            ),
+            (
+                "files = [\"result-*.txt\"]",
+                "files = []\nmain = \"peak_held_mib\"",
+                ": `output.main`: `peak_held_mib` is not one of `output.metrics`",
+            ),
+            (
+                "files = [\"result-*.txt\"]",
+                "files = []\nmetrics = { rounds = { unit = \"rounds\", better = \"higher\" } }",
+                ": `output.main` is missing: name the metric of `output.metrics` that stands for a run",
+            ),
+            (
+                "files = [\"result-*.txt\"]",
+                "files = []\nmain = \"rounds\"\nmetrics = { rounds = { unit = \"rounds\", better = \"up\" } }",
+                ":56: unknown variant `up`, expected `higher` or `lower`",
             ),
             (
                 "binary = \"demo\"",

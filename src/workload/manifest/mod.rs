@@ -38,6 +38,9 @@
 //! [output]
 //! parser = "stream"                       # see workload::parse
 //! files = []                              # result files it writes in its working dir (globs)
+//! main = "triad_mb_per_s"                 # the metric that stands for a run (`--repeat auto`)
+//! [output.metrics]                        # metrics judged against references: unit, which way is better
+//! triad_mb_per_s = { unit = "MB/s", better = "higher" }
 //! ```
 //!
 //! The code is split along what a manifest is used for: `param` reads and
@@ -207,6 +210,40 @@ pub struct Output {
     /// Patterns (`*`, `?`, `[…]`) of result files the program writes in its working
     /// directory; kept as raw output and given to the parser.
     pub files: Vec<String>,
+    /// The metric that stands for a run: `vmlab bench --repeat auto` repeats
+    /// until its spread is small. One of `metrics`.
+    #[serde(default)]
+    pub main: Option<String>,
+    /// The metrics a run is judged on against references, by name: the unit
+    /// the parser gives them and which way is better. Other metrics the
+    /// parser gives (sizes, counts) are recorded but never judged.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricSpec>,
+}
+
+/// A judged metric: its unit, and whether a higher or a lower value is better.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    pub unit: String,
+    pub better: Better,
+}
+
+/// Which way a metric improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+impl std::fmt::Display for Better {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Higher => "higher",
+            Self::Lower => "lower",
+        })
+    }
 }
 
 impl Workload {
