@@ -511,3 +511,109 @@ fn scenario_run_refuses_bad_managers_and_names_in_one_line() {
     );
     assert!(!dir.path().join("results").exists());
 }
+
+fn fixture_run(id: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/results")
+        .join(id)
+}
+
+#[test]
+fn bad_baselines_are_one_line_errors_and_leave_no_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let corrupt = dir.path().join("corrupt.toml");
+    std::fs::write(&corrupt, "schema = 1\nreference = 3\n").unwrap();
+    let hpcg = fixture_run("20261207-224129-hpcg");
+    let mut other_units = String::from_utf8(
+        vmlab(&home)
+            .args(["results", "reference"])
+            .arg(fixture_run("20261207-220332-stream"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(other_units.contains("unit = \"MB/s\""), "{other_units}");
+    other_units = other_units.replace("unit = \"MB/s\"", "unit = \"GB/s\"");
+    let units = dir.path().join("units.toml");
+    std::fs::write(&units, other_units).unwrap();
+    let cases = [
+        (
+            "nope.toml".to_owned(),
+            "error: baseline `nope.toml` does not exist; give a run directory (results/<run-id>) or a references file (`vmlab results reference RUN > references.toml`)\n".to_owned(),
+        ),
+        (
+            corrupt.display().to_string(),
+            format!(
+                "error: baseline `{}`:2: invalid type: integer `3`, expected a sequence; it is not a references file (`vmlab results reference RUN` writes one)\n",
+                corrupt.display()
+            ),
+        ),
+        (
+            hpcg.display().to_string(),
+            format!(
+                "error: baseline `{}` has no reference for `stream` (it has: hpcg); give the baseline of a `stream` run\n",
+                hpcg.display()
+            ),
+        ),
+        (
+            units.display().to_string(),
+            format!(
+                "error: baseline `{}`: `stream` `add_mb_per_s` is in GB/s there, vmlab measures it in MB/s; write the baseline again with `vmlab results reference RUN`\n",
+                units.display()
+            ),
+        ),
+    ];
+    for (baseline, expected) in cases {
+        let err = stderr_of(
+            vmlab(&home).args([
+                "--connect",
+                "test:///default",
+                "bench",
+                "stream",
+                "--ci",
+                "--baseline",
+                &baseline,
+            ]),
+            125,
+        );
+        assert_eq!(err, expected);
+    }
+    let err = stderr_of(
+        vmlab(&home).args(["bench", "stream", "--require-reference"]),
+        2,
+    );
+    assert!(
+        err.starts_with(
+            "error: the following required arguments were not provided:\n  --baseline <PATH>\n"
+        ),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("results").exists(),
+        "a refused baseline created a results directory"
+    );
+}
+
+#[test]
+fn results_reference_writes_a_references_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = vmlab(&home)
+        .args(["results", "reference"])
+        .arg(fixture_run("20261207-224129-hpcg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches("[[reference]]").count(), 6, "{text}");
+    let err = stderr_of(
+        vmlab(&home).args(["results", "reference", "20990101-000000-x"]),
+        125,
+    );
+    assert_eq!(
+        err,
+        "error: no benchmark run `20990101-000000-x` in results; `vmlab results list` lists them\n"
+    );
+}

@@ -4,8 +4,11 @@
 //! the output with `workload::parse`; `workload` never imports `bench`.
 
 pub mod configure;
+pub mod gate;
 pub mod matrix;
 pub mod record;
+pub mod reference;
 pub mod repeat;
 pub mod run;
+pub mod runs;
 pub mod summary;

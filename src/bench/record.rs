@@ -2,7 +2,7 @@
 //! be told apart from another and reproduced. [`RunRecord::start`] gathers
 //! everything known before the first cell (source, binary, host, libvirt
 //! and QEMU versions, accel per VM); the run adds cells and runs as they
-//! finish. [`RecordedRun`] reads it back.
+//! finish, and a gated run its verdicts. [`RecordedRun`] reads it back.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::configure::CellApplied;
+use super::gate::GateRecord;
 use super::matrix::{Cell, Matrix};
 use super::repeat::Repeat;
 use crate::host::facts::HostFacts;
@@ -67,6 +68,8 @@ pub struct RunRecord {
     pub accel: Vec<(String, String)>,
     pub cells: Vec<CellRecord>,
     pub runs: Vec<RunEntry>,
+    /// `--baseline`: what the run was judged against, and the verdicts.
+    pub gate: Option<GateRecord>,
 }
 
 /// `--repeat auto[:MAX]`.
@@ -141,6 +144,8 @@ pub struct RecordedRun {
     pub accel: Vec<(String, String)>,
     pub cells: Vec<CellRecord>,
     pub runs: Vec<RunEntry>,
+    #[serde(default)]
+    pub gate: Option<GateRecord>,
 }
 
 impl RecordedRun {
@@ -231,6 +236,7 @@ impl RunRecord {
             accel,
             cells: Vec::new(),
             runs: Vec::new(),
+            gate: None,
         })
     }
 }

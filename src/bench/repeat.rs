@@ -140,7 +140,10 @@ mod tests {
         );
         assert!(auto.finished(3, &[steady.clone(), steady.clone()]));
         assert!(!auto.finished(3, &[steady.clone(), noisy.clone()]));
-        assert!(auto.finished(10, std::slice::from_ref(&noisy)), "MAX reached");
+        assert!(
+            auto.finished(10, std::slice::from_ref(&noisy)),
+            "MAX reached"
+        );
         // A VM whose runs all failed does not hold the cell; one result is no spread.
         assert!(auto.finished(3, &[steady.clone(), vec![]]));
         assert!(!auto.finished(3, &[steady, vec![100.0]]));

@@ -6,6 +6,7 @@ use anyhow::Result;
 use super::bars::Bars;
 use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
+use crate::bench::gate::{Baseline, Outcome};
 use crate::bench::matrix::Matrix;
 use crate::bench::record::{RunRecord, Start};
 use crate::bench::repeat::Repeat;
@@ -30,14 +31,27 @@ pub struct Args {
     /// Where results go: DIR/<run-id>/
     #[arg(long, default_value = "results")]
     results: PathBuf,
+    /// Judge the run against references: an earlier run directory or a
+    /// references.toml (`vmlab results reference RUN`); a regression exits 3
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
+    /// With --baseline: a metric without a reference fails the run (exit 4)
+    #[arg(long, requires = "baseline")]
+    require_reference: bool,
 }
 
-/// Exit 0 when every run gave results, 1 when some VM failed, 130 on Ctrl-C.
+/// Exit 0 when every run gave results (and passed the gate), 1 when some
+/// VM failed, 3 on a regression, 4 on a required reference missing, 130 on Ctrl-C.
 pub fn run(global: &Global, args: Args) -> Result<i32> {
     let cancel = interrupt_flag()?;
     let matrix = Matrix::parse(&args.matrix)?;
     let opened = args.w.open(global)?;
     args.repeat.check(&opened.checked.workload)?;
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(|path| Baseline::open(path, args.require_reference, &opened.checked.workload))
+        .transpose()?;
     let (home, hv) = (&opened.home, &opened.hv);
     let lab = opened.lab();
     let vms = select(&lab, &args.w.on)?;
@@ -77,7 +91,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         record,
     };
     let cells = plan.cells.clone();
-    let report = bench(hv, hv, plan, &cancel, &|vm, what| {
+    let mut report = bench(hv, hv, plan, &cancel, &|vm, what| {
         bars.show(vm, what, false)
     })?;
     bars.clear();
@@ -91,15 +105,26 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             &record.cells
         )
     );
+    let gate = baseline
+        .map(|b| b.judge_run(&run_dir, &mut report.record, &report.rows))
+        .transpose()?;
+    if let Some(gate) = &gate {
+        print!("{}", gate.table());
+        println!("against {}: {}", gate.baseline, gate.counts());
+    }
     for f in &report.failures {
         eprintln!("failed: {f}");
     }
     println!("results in {}", run_dir.display());
     Ok(if report.interrupted {
         exit::interrupted()
-    } else if report.failures.is_empty() {
-        exit::SUCCESS
-    } else {
+    } else if !report.failures.is_empty() {
         exit::CHECK_FAILED
+    } else {
+        match gate.map(|g| g.outcome()) {
+            Some(Outcome::Regression) => exit::REGRESSION,
+            Some(Outcome::MissingReference) => exit::NO_REFERENCE,
+            Some(Outcome::Pass) | None => exit::SUCCESS,
+        }
     })
 }

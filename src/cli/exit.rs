@@ -9,6 +9,10 @@ use crate::guest::ssh::Exit;
 pub const SUCCESS: i32 = 0;
 /// `doctor`: a check failed. `bench`: a benchmark failed in some VM.
 pub const CHECK_FAILED: i32 = 1;
+/// `bench --baseline`: a metric regressed beyond its tolerance.
+pub const REGRESSION: i32 = 3;
+/// `bench --baseline --require-reference`: a metric had no reference.
+pub const NO_REFERENCE: i32 = 4;
 /// Invalid arguments (clap's own code).
 pub const USAGE: i32 = 2;
 /// vmlab could not do what was asked: libvirt unreachable, unknown VM,

@@ -14,6 +14,7 @@ mod logging;
 mod manage;
 mod monitor;
 mod plot;
+mod results;
 mod run;
 mod scenario;
 mod ssh;
@@ -90,6 +91,8 @@ enum Command {
     Dashboard(dashboard::Args),
     /// PNG and SVG figures of a run
     Plot(plot::Args),
+    /// Benchmark runs under results/: list, show, compare, references from a run
+    Results(results::Args),
     /// Build, fetch, list and remove base images
     #[command(subcommand)]
     Image(image::Command),
@@ -138,6 +141,7 @@ fn run(global: &Global, command: Command) -> Result<i32> {
         Command::Monitor(args) => monitor::run(global, args),
         Command::Dashboard(args) => dashboard::run(global, args),
         Command::Plot(args) => plot::run(args),
+        Command::Results(args) => results::run(args),
         Command::Image(cmd) => image::run(global, cmd),
         Command::Doctor(args) => doctor::run(global, args),
         Command::Completions(args) => completions::run(args),
