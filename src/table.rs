@@ -80,6 +80,27 @@ impl fmt::Display for Table {
 }
 
 impl Table {
+    /// As a GitHub-flavoured Markdown table (numbers right-aligned; `|` in
+    /// a cell escaped), for reports CI systems show.
+    pub fn markdown(&self) -> String {
+        let escape = |cell: &str| cell.replace('|', "\\|");
+        let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+        let mut out = line(self.columns.iter().map(|(h, _)| escape(h)).collect());
+        out += &line(
+            self.columns
+                .iter()
+                .map(|(_, align)| match align {
+                    Align::Left => "---".to_owned(),
+                    Align::Right => "---:".to_owned(),
+                })
+                .collect(),
+        );
+        for row in &self.rows {
+            out += &line(row.iter().map(|c| escape(c)).collect());
+        }
+        out
+    }
+
     fn line<'a>(
         &self,
         f: &mut fmt::Formatter<'_>,
@@ -127,6 +148,17 @@ mod tests {
         insta::assert_snapshot!(t.to_string(), @r"
         VERSION  N  USED BY
         1        3  -
+        ");
+    }
+
+    #[test]
+    fn markdown_aligns_numbers_right_and_escapes_pipes() {
+        let mut t = Table::new(&[("NAME", Left), ("N", Right)]);
+        t.row(["a|b", "1"]);
+        insta::assert_snapshot!(t.markdown(), @r"
+        | NAME | N |
+        | --- | ---: |
+        | a\|b | 1 |
         ");
     }
 

@@ -617,3 +617,87 @@ fn results_reference_writes_a_references_file() {
         "error: no benchmark run `20990101-000000-x` in results; `vmlab results list` lists them\n"
     );
 }
+
+#[test]
+fn results_list_show_and_compare_read_recorded_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let results = dir.path().join("results");
+    for id in ["20261207-220332-stream", "20261207-224117-stream"] {
+        std::fs::create_dir_all(results.join(id)).unwrap();
+        for file in ["run.json", "bench.csv"] {
+            std::fs::copy(fixture_run(id).join(file), results.join(id).join(file)).unwrap();
+        }
+    }
+    // B ran under KVM.
+    let b_json = results.join("20261207-224117-stream/run.json");
+    let text = std::fs::read_to_string(&b_json).unwrap();
+    std::fs::write(&b_json, text.replace("\"qemu\"", "\"kvm\"")).unwrap();
+
+    let out = vmlab(&home).args(["results", "list"]).output().unwrap();
+    assert!(out.status.success());
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(
+        list.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("20261207-220332-stream  stream"),
+        "{list}"
+    );
+
+    let out = vmlab(&home)
+        .args(["results", "show", "20261207-224117-stream"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let show = String::from_utf8(out.stdout).unwrap();
+    assert!(show.contains("VMs: e2b-1 kvm, e2b-2 kvm\n"), "{show}");
+
+    let out = vmlab(&home)
+        .args([
+            "results",
+            "compare",
+            "20261207-220332-stream",
+            "20261207-224117-stream",
+            "--format",
+            "markdown",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "warning: accels differ: tcg vs kvm\n"
+    );
+    let markdown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        markdown.contains("> **warning**: accels differ: tcg vs kvm\n"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains(
+            "| 1 | triad_mb_per_s | 1960.7000 | 1936.4500 | -1.2 % | MB/s | 4/4 | no (ranges) |\n"
+        ),
+        "{markdown}"
+    );
+
+    for args in [
+        &["results", "show", "nope"][..],
+        &["results", "compare", "20261207-220332-stream", "nope"],
+    ] {
+        let err = stderr_of(vmlab(&home).args(args), 125);
+        assert_eq!(
+            err,
+            "error: no benchmark run `nope` in results; `vmlab results list` lists them\n"
+        );
+    }
+    let err = stderr_of(
+        vmlab(&home).args(["results", "compare", "a", "b", "--format", "xml"]),
+        2,
+    );
+    assert!(
+        err.starts_with("error: invalid value 'xml' for '--format <FORMAT>'"),
+        "{err}"
+    );
+}

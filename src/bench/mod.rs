@@ -3,6 +3,7 @@
 //! `bench` sits above `workload`: it runs what `workload` built and reads
 //! the output with `workload::parse`; `workload` never imports `bench`.
 
+pub mod compare;
 pub mod configure;
 pub mod gate;
 pub mod matrix;
