@@ -701,3 +701,41 @@ fn results_list_show_and_compare_read_recorded_runs() {
         "{err}"
     );
 }
+
+#[test]
+fn unwritable_reports_are_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let missing = dir.path().join("no/junit.xml");
+    let err = stderr_of(
+        vmlab(&home)
+            .args([
+                "--connect",
+                "test:///default",
+                "bench",
+                "stream",
+                "--ci",
+                "--report",
+            ])
+            .arg(format!("junit={}", missing.display())),
+        125,
+    );
+    assert_eq!(
+        err,
+        format!(
+            "error: report `{}` cannot be written: folder `{}` does not exist\n",
+            missing.display(),
+            dir.path().join("no").display()
+        )
+    );
+    let err = stderr_of(
+        vmlab(&home).args(["bench", "stream", "--report", "html=x.html"]),
+        2,
+    );
+    assert!(
+        err.starts_with("error: invalid value 'html=x.html' for '--report <KIND=FILE>': `html=x.html` is not a report; write junit=FILE or markdown=FILE\n"),
+        "{err}"
+    );
+    assert!(!dir.path().join("results").exists());
+    assert!(!dir.path().join("no").exists());
+}

@@ -10,6 +10,7 @@ pub mod matrix;
 pub mod record;
 pub mod reference;
 pub mod repeat;
+pub mod report;
 pub mod run;
 pub mod runs;
 pub mod summary;

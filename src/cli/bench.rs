@@ -8,8 +8,9 @@ use super::workload_args::{WorkloadArgs, interrupt_flag, ready};
 use super::{Global, exit};
 use crate::bench::gate::{Baseline, Outcome};
 use crate::bench::matrix::Matrix;
-use crate::bench::record::{RunRecord, Start};
+use crate::bench::record::{RecordedRun, RunRecord, Start};
 use crate::bench::repeat::Repeat;
+use crate::bench::report::Report;
 use crate::bench::run::{Plan, bench};
 use crate::bench::summary::{self, summarize};
 use crate::guest::ssh::Guest;
@@ -38,6 +39,10 @@ pub struct Args {
     /// With --baseline: a metric without a reference fails the run (exit 4)
     #[arg(long, requires = "baseline")]
     require_reference: bool,
+    /// A report for CI: junit=FILE (replaced) or markdown=FILE (appended,
+    /// e.g. markdown=$GITHUB_STEP_SUMMARY); repeatable
+    #[arg(long = "report", value_name = "KIND=FILE")]
+    reports: Vec<Report>,
 }
 
 /// Exit 0 when every run gave results (and passed the gate), 1 when some
@@ -52,6 +57,9 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         .as_deref()
         .map(|path| Baseline::open(path, args.require_reference, &opened.checked.workload))
         .transpose()?;
+    for report in &args.reports {
+        report.check()?;
+    }
     let (home, hv) = (&opened.home, &opened.hv);
     let lab = opened.lab();
     let vms = select(&lab, &args.w.on)?;
@@ -111,6 +119,12 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     if let Some(gate) = &gate {
         print!("{}", gate.table());
         println!("against {}: {}", gate.baseline, gate.counts());
+    }
+    if !args.reports.is_empty() {
+        let recorded = RecordedRun::read(&run_dir)?;
+        for wanted in &args.reports {
+            wanted.write(&recorded, &report.rows)?;
+        }
     }
     for f in &report.failures {
         eprintln!("failed: {f}");
