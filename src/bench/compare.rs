@@ -174,7 +174,14 @@ fn differences(a: &RecordedRun, b: &RecordedRun) -> Vec<String> {
                 .iter()
                 .filter(|c| c.cell.index == index)
                 .flat_map(|c| &c.applied)
-                .map(|(_, s)| format!("{} vCPU/{} MiB", s.vcpus, s.memory_mib))
+                .map(|(vm, applied)| {
+                    let (vcpus, memory_mib) = r
+                        .shape_of(index, vm)
+                        .map_or((applied.vcpus, applied.memory_mib), |s| {
+                            (s.vcpus, s.memory_mib)
+                        });
+                    format!("{vcpus} vCPU/{memory_mib} MiB")
+                })
                 .collect();
             set.into_iter().collect::<Vec<_>>().join(", ")
         };

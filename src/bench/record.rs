@@ -102,6 +102,28 @@ pub struct CellRecord {
     /// the cell's repeats; `None` with fewer than two results.
     #[serde(default)]
     pub main_cv_pct: Vec<(String, Option<f64>)>,
+    /// Per VM, the shape the cell asks of it: what references are keyed by.
+    #[serde(default)]
+    pub shapes: Vec<(String, Shape)>,
+}
+
+/// A VM's shape in a cell: the cell's vCPUs and memory, or the VM's own
+/// where the cell leaves them as they are. Unlike [`CellApplied`] it does
+/// not move with a balloon still settling after a boot or a manager's
+/// changes, so two runs of one lab have the same shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+impl Shape {
+    pub fn of(cell: &Cell, vm: &VmRecord) -> Shape {
+        Shape {
+            vcpus: cell.vcpus.unwrap_or(vm.vcpus),
+            memory_mib: cell.memory.unwrap_or(vm.memory).0,
+        }
+    }
 }
 
 /// The host as `run.json` records it ([`HostFacts`], read back).
@@ -161,6 +183,13 @@ impl RecordedRun {
                 e.line()
             )
         })
+    }
+
+    /// The shape of `vm` in cell `index`, as recorded (runs before vmlab
+    /// recorded shapes: `None`).
+    pub fn shape_of(&self, index: usize, vm: &str) -> Option<Shape> {
+        let cell = self.cells.iter().find(|c| c.cell.index == index)?;
+        cell.shapes.iter().find(|(v, _)| v == vm).map(|(_, s)| *s)
     }
 
     /// The accel of a VM as people say it: `kvm`, or `tcg` for libvirt's `qemu`.

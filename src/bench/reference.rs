@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::record::RecordedRun;
+use super::record::{RecordedRun, Shape};
 use super::run::{Row, read_rows};
 use crate::stats::{Spread, cv_pct};
 use crate::workload::manifest::{Better, MetricSpec};
@@ -30,9 +30,9 @@ pub const TOLERANCE_CVS: f64 = 3.0;
 pub struct Key {
     pub benchmark: String,
     pub params: BTreeMap<String, String>,
-    /// libvirt's live vCPU count while the cell ran.
+    /// The VM's shape in the cell ([`Shape`]): the cell's vCPUs and
+    /// memory, or the VM's own.
     pub vcpus: u32,
-    /// The balloon's size while the cell ran.
     pub memory_mib: u64,
     /// `kvm` or `tcg`.
     pub accel: String,
@@ -120,11 +120,16 @@ pub fn samples(run: &RecordedRun, rows: &[Row]) -> Vec<Sample> {
         let (Some(value), Some(spec)) = (row.value, run.metrics.get(&row.metric)) else {
             continue;
         };
+        // The shape the cell asked for; runs that predate it: what the VM had.
+        let shape = run.shape_of(row.cell, &row.vm).unwrap_or(Shape {
+            vcpus: row.vcpus,
+            memory_mib: row.memory_mib,
+        });
         let key = Key {
             benchmark: run.benchmark.clone(),
             params: params.clone(),
-            vcpus: row.vcpus,
-            memory_mib: row.memory_mib,
+            vcpus: shape.vcpus,
+            memory_mib: shape.memory_mib,
             accel: run.accel_of(&row.vm).to_owned(),
         };
         match out.iter_mut().find(|s| {
@@ -335,6 +340,32 @@ pub(crate) mod tests {
         assert_eq!(
             References::load(&fixture("20261207-220332-stream")).unwrap(),
             refs
+        );
+    }
+
+    /// A reference follows the shape the cell asked for, not the balloon's
+    /// size of the moment (a balloon still settling after a boot).
+    #[test]
+    fn the_recorded_shape_keys_a_reference() {
+        let (mut run, rows) = recorded("20261207-220332-stream");
+        let before = samples(&run, &rows);
+        assert_eq!(
+            (before[0].key.vcpus, before[0].key.memory_mib),
+            (1, 512),
+            "from the rows"
+        );
+        for vm in ["e2b-1", "e2b-2"] {
+            let shape = Shape {
+                vcpus: 2,
+                memory_mib: 1024,
+            };
+            run.cells[0].shapes.push((vm.to_owned(), shape));
+        }
+        let after = samples(&run, &rows);
+        assert!(
+            after
+                .iter()
+                .all(|s| (s.key.vcpus, s.key.memory_mib) == (2, 1024))
         );
     }
 

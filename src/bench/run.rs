@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::configure::{self, CellApplied};
 use super::matrix::Cell;
-use super::record::{CellRecord, RunEntry, RunRecord};
+use super::record::{CellRecord, RunEntry, RunRecord, Shape};
 use super::repeat::Repeat;
 use crate::files::write_atomic;
 use crate::guest::GUEST_ROOT;
@@ -145,6 +145,11 @@ pub fn bench(
             errors: Vec::new(),
             repeats: 0,
             main_cv_pct: Vec::new(),
+            shapes: plan
+                .vms
+                .iter()
+                .map(|vm| (vm.name.clone(), Shape::of(&cell, vm)))
+                .collect(),
         };
         for (vm, a) in plan.vms.iter().zip(&applied) {
             match a {
