@@ -432,3 +432,65 @@ fn sources_are_downloaded_verified_cached_and_a_wrong_one_refused() {
     );
     assert_eq!(vmlab(&mirror, &["down"]).code, 0);
 }
+
+/// The CI job of `examples/ci/` as it is (`scripts/ci-bench run`) on one
+/// guest: ungated, it passes and writes a references file; with that file
+/// made deliberately wrong (every value 10× what the guest does, and STREAM's
+/// metrics are higher-is-better), it fails with the regression exit code,
+/// and its JUnit and Markdown reports say so. The lab is gone after each run.
+#[test]
+#[ignore = "boots real VMs: needs libvirtd + QEMU (just test)"]
+fn the_ci_script_gates_on_references_and_always_tears_down() {
+    let lab = TestLab::new("ci-a"); // consoles on failure, `down` on drop
+    let out = tempfile::tempdir().unwrap();
+    let results = out.path().join("results");
+    let references = out.path().join("references.toml");
+    let script = || {
+        let mut cmd = assert_cmd::Command::new("bash");
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ci-bench"))
+            .arg("run")
+            .env("VMLAB", env!("CARGO_BIN_EXE_vmlab"))
+            .env("VMLAB_HOME", home())
+            .env("VMLAB_CONNECT", CONNECT)
+            .env("VMLAB_SOURCES", benchmarks())
+            .env_remove("VMLAB_CONFIG")
+            .env_remove("VMLAB_SOURCES_URL")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .env("VMLAB_CI_LAB", lab.lab)
+            .env("VMLAB_CI_PREFIX", "ci")
+            .env("VMLAB_CI_VMS", "1")
+            .env("VMLAB_CI_BENCH", "stream")
+            .env("VMLAB_CI_REFERENCES", &references)
+            .env("VMLAB_CI_RESULTS", &results)
+            .current_dir(out.path())
+            .timeout(Duration::from_secs(600));
+        cmd
+    };
+    let first = run(&mut script());
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert!(domains_named("ci-").is_empty(), "the lab outlived the job");
+    let written = std::fs::read_to_string(results.join("references.toml")).unwrap();
+    let wrong: String = written
+        .lines()
+        .map(|line| match line.strip_prefix("value = ") {
+            Some(v) => format!("value = {}\n", v.parse::<f64>().unwrap() * 10.0),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    assert_eq!(wrong.matches("value = ").count(), 4, "{written}");
+    std::fs::write(&references, wrong).unwrap();
+
+    let second = run(&mut script());
+    assert_eq!(second.code, 3, "{}\n{}", second.stdout, second.stderr);
+    assert!(domains_named("ci-").is_empty(), "the lab outlived the job");
+    let xml = std::fs::read(results.join("junit.xml")).unwrap();
+    let suites = junit_parser::from_reader(std::io::Cursor::new(xml)).unwrap();
+    assert_eq!((suites.tests, suites.failures), (1, 1));
+    let case = &suites.suites[0].cases[0];
+    assert_eq!(case.status.failure_as_ref().failure_type, "regression");
+    let summary = std::fs::read_to_string(results.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("### vmlab bench `stream`: FAILED"),
+        "{summary}"
+    );
+}
