@@ -40,6 +40,13 @@ test: setup
     VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test workload_build -- --nocapture
     cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe --test e2e_scenario -- --ignored --test-threads=1
 
+# A fresh machine to the CI job, each step timed (on stderr): setup, build, up 2,
+# bench stream --ci gated on ci/references.toml (the first run, ungated,
+# writes results/references.toml to copy there), down.
+bench-ci:
+    bash scripts/ci-bench install
+    bash scripts/ci-bench run
+
 # Boot timing: one guest, three in parallel, teardown (prints numbers).
 bench-up runs="3": setup image
     bash scripts/bench-up {{runs}}
