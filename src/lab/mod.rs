@@ -9,6 +9,7 @@ pub mod keys;
 pub mod lock;
 pub mod overlay;
 pub mod provision;
+pub mod save_image;
 pub mod seed;
 pub mod state;
 pub mod status;
