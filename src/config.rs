@@ -88,6 +88,10 @@ pub struct Settings {
     /// (then MemTotal no longer shrinks with the balloon) [default: off]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub balloon_autodeflate: Option<bool>,
+    /// New VMs are clones restored from a saved template VM (made once per
+    /// image version and shape) instead of booted [default: off]
+    #[arg(long = "from-snapshot", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub snapshot: Option<bool>,
     /// Workload folders (`VMLAB_WORKLOADS`) [default: ./workloads, else built in].
     #[arg(skip)]
     pub workloads_dir: Option<PathBuf>,
@@ -206,6 +210,7 @@ impl Merged {
             ssh_timeout_s: s.ssh_timeout_s.map_or(90, NonZeroU64::get),
             jobs,
             balloon_autodeflate: s.balloon_autodeflate.unwrap_or(false),
+            snapshot: s.snapshot.unwrap_or(false),
             given: self.settings,
         })
     }
@@ -254,6 +259,8 @@ pub struct LabSpec {
     pub ssh_timeout_s: u64,
     pub jobs: Jobs,
     pub balloon_autodeflate: bool,
+    /// New VMs are clones of a template (`--from-snapshot`).
+    pub snapshot: bool,
     /// What the user set explicitly (flags or file), before defaults.
     pub given: Settings,
 }
