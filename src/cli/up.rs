@@ -59,8 +59,8 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
     finish(&lab.name, &report, args.json, started, "ready")
 }
 
-/// Prints what `up` did (a table, or JSON); fails when a VM failed.
-fn finish(
+/// Prints what `up` or `reset` did (a table, or JSON); fails when a VM failed.
+pub(super) fn finish(
     lab: &str,
     report: &UpReport,
     as_json: bool,
@@ -117,6 +117,8 @@ fn finish(
             (Step::Start, true) => "cloned afresh",
             (Step::Start, false) => "started",
             (Step::Check, _) => "already running",
+            (Step::Reset, true) => "reset",
+            (Step::Reset, false) => "booted afresh",
         };
         let ssh = o
             .ssh_port

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod overlay;
 pub mod provision;
 pub mod reseed;
+pub mod reset;
 pub mod save_image;
 pub mod seed;
 pub mod state;

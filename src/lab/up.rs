@@ -36,6 +36,8 @@ pub enum Step {
     Start,
     /// Already running: only check it answers.
     Check,
+    /// A clone back to its just-restored state (`vmlab reset`).
+    Reset,
 }
 
 /// Where one VM is in its provisioning, for progress output.
@@ -334,7 +336,7 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepa
             (Step::Create, None) => booting.push(spec.memory),
             (Step::Create | Step::Start, Some(r)) => booting.push(r.memory),
             (Step::Start, None) => {}
-            (Step::Check, _) => {}
+            (Step::Check | Step::Reset, _) => {}
         }
         if let (Step::Check | Step::Start, Some(r)) = (step, state.get(name)) {
             let diff = differences(&spec.given, r);
@@ -451,19 +453,19 @@ fn choose_template(
     }))
 }
 
-/// What every provisioning worker shares.
-struct Ctx<'a> {
-    prov: Provisioner<'a>,
-    state: Mutex<LabState>,
-    notes: Mutex<Vec<String>>,
-    wait_ssh: bool,
-    progress: Progress<'a>,
+/// What every provisioning worker shares (`up`, and `reset`).
+pub(super) struct Ctx<'a> {
+    pub(super) prov: Provisioner<'a>,
+    pub(super) state: Mutex<LabState>,
+    pub(super) notes: Mutex<Vec<String>>,
+    pub(super) wait_ssh: bool,
+    pub(super) progress: Progress<'a>,
 }
 
 impl Ctx<'_> {
     /// One thread per VM; they start in order as `jobs` allows (see
     /// [`Jobs::may_start`]); outcomes come back in that order.
-    fn run_all(&self, steps: &[(String, Step)], jobs: Jobs) -> Vec<VmOutcome> {
+    pub(super) fn run_all(&self, steps: &[(String, Step)], jobs: Jobs) -> Vec<VmOutcome> {
         let gate = Gate::default();
         std::thread::scope(|scope| {
             let handles: Vec<_> = steps
@@ -557,6 +559,12 @@ impl Ctx<'_> {
                     self.prov.define(&record)?;
                 }
                 self.boot(name)?;
+            }
+            Step::Reset => {
+                (self.progress)(name, Stage::Disk);
+                self.prov.lab.hv.destroy(name)?;
+                remove_file_if_present(&vm.overlay())?;
+                cloned = self.clone_or_boot(name)?;
             }
             Step::Check => {}
         }
@@ -674,7 +682,7 @@ impl Ctx<'_> {
         Ok(record)
     }
 
-    fn record(&self, name: &str) -> Result<VmRecord> {
+    pub(super) fn record(&self, name: &str) -> Result<VmRecord> {
         self.state
             .lock()
             .unwrap()
