@@ -558,6 +558,26 @@ mod tests {
     }
 
     #[test]
+    fn a_clone_keeps_its_templates_version_and_the_templates_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let v1 = install(&home, "img", b"one");
+        let template_disk = templates_dir(&v1).join("qemu-512m").join("overlay.qcow2");
+        overlay_on(&template_disk, &v1.disk());
+        install(&home, "img", b"two");
+        overlay_on(&home.lab("l").vm("vm-1").overlay(), &template_disk);
+        assert_eq!(
+            overlay_users(&home).unwrap()[&template_disk.display().to_string()],
+            ["l/vm-1"]
+        );
+        assert!(prune(&home).unwrap().is_empty(), "a clone uses v1");
+        assert!(remove(&home, "img", Some(&v1.version)).is_err());
+        std::fs::remove_dir_all(home.lab("l").dir).unwrap();
+        assert_eq!(prune(&home).unwrap(), [v1.id()]);
+        assert!(!template_disk.exists());
+    }
+
+    #[test]
     fn backing_file_comes_from_the_header() {
         let dir = tempfile::tempdir().unwrap();
         let overlay = dir.path().join("o.qcow2");
