@@ -303,18 +303,20 @@ pub fn ensure(m: &Maker) -> Result<Ensured, String> {
         }
         Err(why) => why,
     };
+    // Clones' overlays name the template's disk by its path: a new template
+    // there would change their disks under them, even if the old one is gone.
+    let users = image_store::overlay_users(m.home)
+        .map_err(|e| one_line(&e))?
+        .remove(&files.overlay().display().to_string())
+        .unwrap_or_default();
+    if !users.is_empty() {
+        return Err(format!(
+            "{why}, and {} still use its disk; once they are gone (`vmlab down`) it is made again",
+            users.join(", ")
+        ));
+    }
     let replacing = files.dir.exists();
     if replacing {
-        let users = image_store::overlay_users(m.home)
-            .map_err(|e| one_line(&e))?
-            .remove(&files.overlay().display().to_string())
-            .unwrap_or_default();
-        if !users.is_empty() {
-            return Err(format!(
-                "{why}, and {} still use its disk; once they are gone (`vmlab down`) it is made again",
-                users.join(", ")
-            ));
-        }
         std::fs::remove_dir_all(&files.dir)
             .map_err(|e| format!("removing {}: {e}", files.dir.display()))?;
     }
@@ -504,9 +506,11 @@ fn quiesce(guest: &Guest) -> Result<()> {
     guest.push(dropbearkey, &format!("{GUEST_DIR}/dropbearkey"), &sha256)?;
     guest.push_bytes(&reseed::PROGRAM, &format!("{GUEST_DIR}/reseed"))?;
     guest.push_bytes(CLONE_SCRIPT.as_bytes(), &format!("{GUEST_DIR}/clone"))?;
-    // Only the ed25519 host key is replaced in clones: no other may exist.
+    // No host key stays on the disk clones share: a restored clone makes its
+    // own, and one that boots instead (never restored) gets a fresh one from
+    // `dropbear -R`. The running sshd keeps its key in memory until then.
     let script = format!(
-        "rm -f /etc/dropbear/dropbear_rsa_host_key /etc/dropbear/dropbear_ecdsa_host_key
+        "rm -f /etc/dropbear/dropbear_*_host_key
 setsid {GUEST_DIR}/clone </dev/null >/dev/null 2>&1 &
 i=0
 while [ ! -e {GUEST_DIR}/waiting ] && [ $i -lt 200 ]; do usleep 50000; i=$((i + 1)); done
