@@ -38,7 +38,8 @@ use crate::units::Mib;
 pub const FORMAT: u32 = 1;
 /// The guest script a template runs while it is saved (see the script).
 pub const CLONE_SCRIPT: &str = include_str!("../../templates/guest/clone.sh");
-/// Where the template's guest files go (a tmpfs: they live in its memory).
+/// Where the template's guest files go (a tmpfs: they live in its memory);
+/// the clone script and [`QUIESCE`] name it too.
 const GUEST_DIR: &str = "/run/vmlab";
 /// dropbear's key generator, copied into the template from the host (the
 /// image carries only `dropbear`; both come from Debian's dropbear-bin).
@@ -49,6 +50,19 @@ const NAME_ROOM: usize = 48;
 const MARK_ROOM: usize = 512;
 /// A unix socket path must fit `sockaddr_un`.
 const SOCKET_PATH_MAX: usize = 107;
+/// Run in the template once its files are in place: starts the clone script
+/// and waits until it listens, then flushes the disk cache. No host key
+/// stays on the disk clones share: a restored clone makes its own, and one
+/// booted instead (never restored) gets a fresh one from `dropbear -R`; the
+/// running sshd keeps its key in memory until a clone replaces it.
+const QUIESCE: &str = "rm -f /etc/dropbear/dropbear_*_host_key
+setsid /run/vmlab/clone </dev/null >/dev/null 2>&1 &
+i=0
+while [ ! -e /run/vmlab/waiting ] && [ $i -lt 200 ]; do usleep 50000; i=$((i + 1)); done
+[ -e /run/vmlab/waiting ] || { echo 'the clone script did not start' >&2; exit 1; }
+sync
+echo 3 >/proc/sys/vm/drop_caches
+";
 /// How long the template's balloon may take to reach its target after boot.
 const BALLOON_WAIT: Duration = Duration::from_secs(60);
 
@@ -166,12 +180,13 @@ impl Template {
     }
 }
 
-/// SHA-256 of what vmlab puts into a template's guest: clones of a template
-/// made with other guest files are not restored.
+/// SHA-256 of what vmlab puts into and runs in a template's guest: clones
+/// of a template made with other guest files are not restored.
 pub fn guest_files_digest() -> String {
-    let mut both = CLONE_SCRIPT.as_bytes().to_vec();
-    both.extend_from_slice(&reseed::PROGRAM);
-    digest::sha256(&both)
+    let mut all = CLONE_SCRIPT.as_bytes().to_vec();
+    all.extend_from_slice(&reseed::PROGRAM);
+    all.extend_from_slice(QUIESCE.as_bytes());
+    digest::sha256(&all)
 }
 
 /// The template `key` of `image`, when it is complete and restorable here;
@@ -506,19 +521,7 @@ fn quiesce(guest: &Guest) -> Result<()> {
     guest.push(dropbearkey, &format!("{GUEST_DIR}/dropbearkey"), &sha256)?;
     guest.push_bytes(&reseed::PROGRAM, &format!("{GUEST_DIR}/reseed"))?;
     guest.push_bytes(CLONE_SCRIPT.as_bytes(), &format!("{GUEST_DIR}/clone"))?;
-    // No host key stays on the disk clones share: a restored clone makes its
-    // own, and one that boots instead (never restored) gets a fresh one from
-    // `dropbear -R`. The running sshd keeps its key in memory until then.
-    let script = format!(
-        "rm -f /etc/dropbear/dropbear_*_host_key
-setsid {GUEST_DIR}/clone </dev/null >/dev/null 2>&1 &
-i=0
-while [ ! -e {GUEST_DIR}/waiting ] && [ $i -lt 200 ]; do usleep 50000; i=$((i + 1)); done
-[ -e {GUEST_DIR}/waiting ] || {{ echo 'the clone script did not start' >&2; exit 1; }}
-sync
-echo 3 >/proc/sys/vm/drop_caches"
-    );
-    let out = guest.exec(&script)?;
+    let out = guest.exec(QUIESCE)?;
     if !out.exit.success() {
         bail!(
             "preparing the template failed ({}): {}",
