@@ -64,6 +64,8 @@ impl Provisioner<'_> {
                 None => image.disk(),
             };
             overlay::create(&backing, &vm.overlay())?;
+            // A new disk is a new machine with a new host key: pinned anew.
+            remove_file_if_present(&vm.host_key())?;
             made.push("disk");
         }
         if !vm.seed().exists() {
@@ -198,6 +200,15 @@ impl Provisioner<'_> {
             self.lab.hv.undefine(name).ok();
         }
         std::fs::remove_dir_all(self.lab.paths.vm(name).dir).ok();
+    }
+}
+
+pub(super) fn remove_file_if_present(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -4,11 +4,11 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
 
 use super::inventory::{self, Inventory};
-use super::provision::{self, PortTaken, Provisioner};
+use super::provision::{self, PortTaken, Provisioner, remove_file_if_present};
 use super::state::{LabState, VmRecord};
 use super::template::{self, Shape, Template};
 use super::{Lab, accel, keys, lock};
@@ -705,15 +705,6 @@ impl Ctx<'_> {
 
     fn note(&self, note: String) {
         self.notes.lock().unwrap().push(note);
-    }
-}
-
-fn remove_file_if_present(path: &std::path::Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
     }
 }
 
