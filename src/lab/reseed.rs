@@ -105,7 +105,16 @@ mod tests {
         let path = dir.path().join("reseed");
         std::fs::write(&path, PROGRAM).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let status = std::process::Command::new(&path).status().unwrap();
+        // Another test thread forking while the file was open for writing
+        // holds it open in its child for a moment: exec then says ETXTBSY.
+        let status = loop {
+            match std::process::Command::new(&path).status() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.unwrap(),
+            }
+        };
         // As root the host's RNG is reseeded (harmless: what seedrng does at
         // boot); as anyone else the kernel answers EPERM, which proves the
         // program loaded, opened /dev/urandom and made the ioctl.
