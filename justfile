@@ -39,6 +39,7 @@ test: setup
     cargo test --quiet --test dashboard_browser -- --nocapture
     VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test workload_build -- --nocapture
     cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe --test e2e_scenario -- --ignored --test-threads=1
+    cargo test --test e2e_clone -- --ignored --test-threads=1
 
 # Boot timing: one guest, three in parallel, teardown (prints numbers).
 bench-up runs="3": setup image
