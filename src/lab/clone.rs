@@ -139,26 +139,32 @@ pub fn restore(
     restored
 }
 
-/// The one line the clone script reads: hostname, the host's time, bytes
-/// for its RNG, the lab's key.
-fn introduction(hostname: &str, epoch_s: u64, seed: &[u8], authorized_key: &str) -> String {
+/// The one line the clone script reads: its hostname, the host's time,
+/// bytes for its RNG, its host key file (as `printf` escapes), the lab's key.
+fn introduction(
+    hostname: &str,
+    epoch_s: u64,
+    seed: &[u8],
+    host_key: &[u8],
+    authorized_key: &str,
+) -> String {
+    let escaped: String = host_key.iter().map(|b| format!("\\{b:03o}")).collect();
     format!(
-        "vmlab-clone {hostname} {epoch_s} {} {}\n",
+        "vmlab-clone {hostname} {epoch_s} {} {escaped} {}\n",
         crate::download::digest::hex(seed),
         authorized_key.trim()
     )
 }
 
-/// Parses the clone script's answer into its new host key (`ssh-ed25519 AAAA…`).
-fn host_key_of(answer: &str) -> Result<String> {
+/// Checks the clone script's answer.
+fn check_answer(answer: &str) -> Result<()> {
     let words: Vec<&str> = answer.split_whitespace().collect();
     match words.as_slice() {
-        ["vmlab-clone-ok", "0", "0", kind, key] => Ok(format!("{kind} {key}")),
-        ["vmlab-clone-ok", "0", "0"] => bail!("the clone made no SSH host key"),
-        ["vmlab-clone-ok", "0", sshd, ..] => {
+        ["vmlab-clone-ok", "0", "0"] => Ok(()),
+        ["vmlab-clone-ok", "0", sshd] => {
             bail!("the clone's SSH server did not start again (status {sshd})")
         }
-        ["vmlab-clone-ok", reseed, ..] => {
+        ["vmlab-clone-ok", reseed, _] => {
             bail!("the clone could not reseed its random number generator (errno {reseed})")
         }
         _ => bail!("the clone answered {:?} on its channel", answer.trim()),
@@ -166,7 +172,8 @@ fn host_key_of(answer: &str) -> Result<String> {
 }
 
 /// Tells a just-restored clone who it is, over its channel (the guest runs
-/// `templates/guest/clone.sh`); returns its new SSH host key.
+/// `templates/guest/clone.sh`); returns the public key of the host key it
+/// now serves (`ssh-ed25519 AAAA…`), made here.
 pub fn introduce(
     channel: &Path,
     hostname: &str,
@@ -177,12 +184,13 @@ pub fn introduce(
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut seed))
         .context("reading the host's /dev/urandom")?;
+    let host_key = super::keys::new_host_key()?;
     let epoch_s = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
         .round() as u64;
-    let line = introduction(hostname, epoch_s, &seed, authorized_key);
+    let line = introduction(hostname, epoch_s, &seed, &host_key.dropbear, authorized_key);
     let mut stream = UnixStream::connect(channel)
         .with_context(|| format!("connecting to the clone channel {}", channel.display()))?;
     let left = deadline
@@ -197,7 +205,8 @@ pub fn introduce(
     BufReader::new(stream)
         .read_line(&mut answer)
         .map_err(|e| anyhow!("the clone did not answer on its channel ({e})"))?;
-    host_key_of(&answer)
+    check_answer(&answer)?;
+    Ok(host_key.public)
 }
 
 #[cfg(test)]
@@ -360,25 +369,34 @@ mod tests {
     }
 
     #[test]
-    fn the_clone_script_reads_one_line_and_answers_with_a_host_key() {
-        let line = introduction("cl-2", 1_700_000_000, &[0xab; 4], "ssh-ed25519 AAAA lab\n");
+    fn the_clone_script_reads_one_line_and_answers() {
+        let line = introduction(
+            "cl-2",
+            1_700_000_000,
+            &[0xab; 4],
+            &[0, 11, 255],
+            "ssh-ed25519 AAAA lab\n",
+        );
         assert_eq!(
             line,
-            "vmlab-clone cl-2 1700000000 abababab ssh-ed25519 AAAA lab\n"
+            "vmlab-clone cl-2 1700000000 abababab \\000\\013\\377 ssh-ed25519 AAAA lab\n"
         );
-        assert_eq!(
-            host_key_of("vmlab-clone-ok 0 0 ssh-ed25519 AAAAC3Nz\n").unwrap(),
-            "ssh-ed25519 AAAAC3Nz"
-        );
+        // What the guest's `printf` makes of the escapes.
+        let escaped = line.split(' ').nth(4).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '{escaped}'")])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, [0, 11, 255]);
+        check_answer("vmlab-clone-ok 0 0\n").unwrap();
         let cases = [
-            ("vmlab-clone-ok 1 0 ssh-ed25519 AAAA", "could not reseed"),
-            ("vmlab-clone-ok 0 1 ssh-ed25519 AAAA", "did not start again"),
-            ("vmlab-clone-ok 0 0", "made no SSH host key"),
+            ("vmlab-clone-ok 1 0", "could not reseed"),
+            ("vmlab-clone-ok 0 1", "did not start again"),
             ("vmlab-clone-error unexpected line", "answered"),
             ("", "answered"),
         ];
         for (answer, expected) in cases {
-            let err = host_key_of(answer).unwrap_err().to_string();
+            let err = check_answer(answer).unwrap_err().to_string();
             assert!(err.contains(expected), "{answer}: {err}");
         }
     }

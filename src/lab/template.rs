@@ -41,9 +41,6 @@ pub const CLONE_SCRIPT: &str = include_str!("../../templates/guest/clone.sh");
 /// Where the template's guest files go (a tmpfs: they live in its memory);
 /// the clone script and [`QUIESCE`] name it too.
 const GUEST_DIR: &str = "/run/vmlab";
-/// dropbear's key generator, copied into the template from the host (the
-/// image carries only `dropbear`; both come from Debian's dropbear-bin).
-const DROPBEARKEY: &str = "/usr/bin/dropbearkey";
 /// Room for a clone's lab and VM names in the template's padded paths.
 const NAME_ROOM: usize = 48;
 /// Room for a clone's mark in the template's own (see [`template_mark`]).
@@ -509,16 +506,10 @@ fn boot_and_save(m: &Maker, name: &str, ssh_port: u16, files: &TemplateFiles) ->
     m.hv.save(name, &files.memory())
 }
 
-/// Puts the clone script and its programs into the guest, starts the script
+/// Puts the clone script and `reseed` into the guest, starts the script
 /// (it waits on the clone channel) and flushes the guest's disk cache, so
 /// that the disk is complete and the saved memory small.
 fn quiesce(guest: &Guest) -> Result<()> {
-    let dropbearkey = Path::new(DROPBEARKEY);
-    if !dropbearkey.exists() {
-        bail!("{DROPBEARKEY} is missing on the host; apt-get install dropbear-bin");
-    }
-    let sha256 = digest::of_file(dropbearkey)?.sha256;
-    guest.push(dropbearkey, &format!("{GUEST_DIR}/dropbearkey"), &sha256)?;
     guest.push_bytes(&reseed::PROGRAM, &format!("{GUEST_DIR}/reseed"))?;
     guest.push_bytes(CLONE_SCRIPT.as_bytes(), &format!("{GUEST_DIR}/clone"))?;
     let out = guest.exec(QUIESCE)?;

@@ -3,18 +3,19 @@
 # saves the template's memory, so every clone restored from it wakes up here,
 # blocked on the second serial port (ttyS1; on the host a unix socket that only
 # root and QEMU's user can open). vmlab sends one line:
-#   vmlab-clone HOSTNAME EPOCH_S SEED AUTHORIZED_KEY
+#   vmlab-clone HOSTNAME EPOCH_S SEED HOST_KEY AUTHORIZED_KEY
+# (HOST_KEY: a new dropbear host key file as printf escapes, made on the host)
 # and this makes the guest its own machine before anything reaches it over
 # the network: the kernel RNG reseeded, the clock set, its hostname, the lab's
-# SSH key, a new SSH host key and an SSH server that serves it. It answers
-#   vmlab-clone-ok RESEED_STATUS SSHD_STATUS KEYTYPE BASE64
+# SSH key, the new host key and an SSH server that serves it. It answers
+#   vmlab-clone-ok RESEED_STATUS SSHD_STATUS
 # Every external command costs ~40 ms under TCG: shell builtins where possible.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 tty=/dev/ttyS1
 dir=/run/vmlab
 stty -F "$tty" raw -echo
 : >"$dir/waiting"
-read -r tag host epoch seed key <"$tty"
+read -r tag host epoch seed hostkey key <"$tty"
 if [ "$tag" != vmlab-clone ]; then
 	echo "vmlab-clone-error unexpected line" >"$tty"
 	exit 1
@@ -42,24 +43,19 @@ printf '%s127.0.1.1\t%s\n' "$hosts" "$host" >/etc/hosts
 umask 077
 printf '%s\n' "$key" >/root/.ssh/authorized_keys
 
-# A new host key (dropbearkey will not overwrite a file), then a new sshd
+# The new host key (the template left none on its disk), then a new sshd
 # serving only it; the template's sshd goes first (it holds port 22).
-hostkey=/etc/dropbear/dropbear_ed25519_host_key
-out=$("$dir/dropbearkey" -t ed25519 -f "$hostkey.new" 2>/dev/null)
-mv -f "$hostkey.new" "$hostkey"
-pub=
-while read -r kind base64 _; do
-	case "$kind" in
-	ssh-ed25519) pub="$kind $base64" ;;
-	esac
-done <<EOF
-$out
-EOF
+keyfile=/etc/dropbear/dropbear_ed25519_host_key
+printf "$hostkey" >"$keyfile"
 if read -r pid </var/run/dropbear.pid; then
 	kill "$pid"
 	i=0
 	while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100000 ]; do i=$((i + 1)); done
 fi
-/usr/sbin/dropbear -s -p 22 -r "$hostkey"
-sshd=$?
-echo "vmlab-clone-ok $reseeded $sshd $pub" >"$tty"
+/usr/sbin/dropbear -s -p 22 -r "$keyfile"
+echo "vmlab-clone-ok $reseeded $?" >"$tty"
+# The key file on the disk too (printf does not fsync; ext4 would leave it
+# empty if the clone were killed within the next seconds, and a boot from
+# that disk would find a key dropbear cannot load). After the answer: off
+# the path to SSH-ready.
+sync
