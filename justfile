@@ -45,6 +45,11 @@ test: setup
 bench-up runs="3": setup image
     bash scripts/bench-up {{runs}}
 
+# Clones: the template's making, one clone to SSH-ready, up 1/3/8 booted vs
+# from the snapshot, reset of each lab (SIZES="3 8" picks the sizes).
+bench-clone runs="3": setup image
+    bash scripts/bench-up --snapshot {{runs}}
+
 # HPCG through vmlab bench vs. a hand run in the same guest, and vmlab's own time per run.
 bench-bench runs="3": setup image
     bash scripts/bench-bench {{runs}}
