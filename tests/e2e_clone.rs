@@ -16,11 +16,16 @@ use serde_json::Value;
 
 use common::lab::{Run, domains_named, raw, rootfs, run, virsh, wait_until};
 
-/// This file's vmlab home, with the offline image built once per run.
+/// This file's vmlab home, with the offline image built once per run; one
+/// path per machine, whatever the checkout (`VMLAB_E2E_CLONE_HOME` moves
+/// it), as `common::lab::home`'s, so clones a killed run left behind are
+/// the next run's own to remove.
 fn home() -> &'static Path {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-clone-home");
+        let dir = std::env::var_os("VMLAB_E2E_CLONE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/vmlab-e2e-clone-home"));
         std::fs::create_dir_all(&dir).unwrap();
         let built = run(&mut raw(
             &dir,
