@@ -49,7 +49,7 @@ const MARK_ROOM: usize = 512;
 const SOCKET_PATH_MAX: usize = 107;
 /// Run in the template once its files are in place: starts the clone script
 /// and waits until it listens, then flushes the disk cache. No host key
-/// stays on the disk clones share: a restored clone makes its own, and one
+/// stays on the disk clones share: a restored clone is given its own, and one
 /// booted instead (never restored) gets a fresh one from `dropbear -R`; the
 /// running sshd keeps its key in memory until a clone replaces it.
 const QUIESCE: &str = "rm -f /etc/dropbear/dropbear_*_host_key
