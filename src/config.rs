@@ -229,6 +229,18 @@ pub enum Jobs {
 }
 
 impl Jobs {
+    /// For `count` clones being restored: `--jobs` as given, else all at
+    /// once. A restore is libvirt loading the saved memory and a little
+    /// guest work, not a boot's seconds of CPU: here (2 cores, TCG) 8 clones
+    /// all at once were SSH-ready in 5.7 s against 8.6 s two at a time, and
+    /// their reset took 8.0 s against 15.1 s.
+    pub fn for_restores(self, count: usize) -> Jobs {
+        match self {
+            Jobs::Fixed(_) => self,
+            Jobs::Auto { .. } => Jobs::Fixed(count.max(1)),
+        }
+    }
+
     /// Whether one more VM may start, with `running` provisioning and
     /// `waiting` (this one included) not started yet.
     pub fn may_start(self, running: usize, waiting: usize) -> bool {
@@ -373,6 +385,14 @@ mod tests {
             left.iter_mut().for_each(|w| *w -= first);
             left.remove(i);
         }
+    }
+
+    #[test]
+    fn restores_all_start_at_once_unless_jobs_was_given() {
+        let auto = Jobs::Auto { cores: 2 }.for_restores(8);
+        assert!((0..8).all(|running| auto.may_start(running, 8 - running)));
+        assert!(!Jobs::Fixed(3).for_restores(8).may_start(3, 5));
+        assert!(Jobs::Auto { cores: 2 }.for_restores(0).may_start(0, 1));
     }
 
     #[test]

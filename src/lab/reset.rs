@@ -1,8 +1,10 @@
 //! `vmlab reset [VM…]`: clones back to their just-restored state. Each one's
 //! domain stops, its overlay is discarded and made afresh on its template's
 //! disk, its memory is restored from the template and it is told who it is
-//! again (a new host key, pinned like the first). All of them at once, as
-//! `up` provisions.
+//! again (a new host key, pinned like the first). All of them at once
+//! unless `jobs` is set in `vmlab.toml` (see [`Jobs::for_restores`]).
+//!
+//! [`Jobs::for_restores`]: crate::config::Jobs::for_restores
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -94,7 +96,7 @@ pub fn reset(lab: &Lab, req: &ResetRequest, progress: Progress) -> Result<UpRepo
         progress,
     };
     let steps: Vec<(String, Step)> = names.into_iter().map(|n| (n, Step::Reset)).collect();
-    let outcomes = ctx.run_all(&steps, req.jobs);
+    let outcomes = ctx.run_all(&steps, req.jobs.for_restores(steps.len()));
     Ok(UpReport {
         prefix: prefix.clone(),
         outcomes,

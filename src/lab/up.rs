@@ -266,7 +266,18 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<UpReport> {
         wait_ssh: req.wait_ssh,
         progress,
     };
-    let outcomes = ctx.run_all(&prepared.steps, spec.jobs);
+    // Clones (and VMs already running) only: restores, not boots.
+    let restores = template.is_some()
+        && prepared
+            .steps
+            .iter()
+            .all(|(_, step)| matches!(step, Step::Create | Step::Check));
+    let jobs = if restores {
+        spec.jobs.for_restores(prepared.steps.len())
+    } else {
+        spec.jobs
+    };
+    let outcomes = ctx.run_all(&prepared.steps, jobs);
     Ok(UpReport {
         prefix: prepared.prefix.clone(),
         outcomes,
