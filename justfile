@@ -39,6 +39,7 @@ test: setup
     cargo test --quiet --test dashboard_browser -- --nocapture
     VMLAB_REQUIRE_TOOLS=1 cargo test --quiet --test workload_build -- --nocapture
     cargo test --test e2e --test e2e_workloads --test e2e_manage --test e2e_observe --test e2e_scenario -- --ignored --test-threads=1
+    cargo test --test e2e_clone -- --ignored --test-threads=1
 
 # A fresh machine to the CI job, each step timed (on stderr): setup, build, up 2,
 # bench stream --ci gated on ci/references.toml (the first run, ungated,
@@ -50,6 +51,11 @@ bench-ci:
 # Boot timing: one guest, three in parallel, teardown (prints numbers).
 bench-up runs="3": setup image
     bash scripts/bench-up {{runs}}
+
+# Clones: the template's making, one clone to SSH-ready, up 1/3/8 booted vs
+# from the snapshot, reset of each lab (SIZES="3 8" picks the sizes).
+bench-clone runs="3": setup image
+    bash scripts/bench-up --snapshot {{runs}}
 
 # HPCG through vmlab bench vs. a hand run in the same guest, and vmlab's own time per run.
 bench-bench runs="3": setup image

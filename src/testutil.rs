@@ -28,6 +28,7 @@ pub fn vm_record(name: &str) -> VmRecord {
         max_vcpus: 2,
         ssh_user: "root".into(),
         autodeflate: false,
+        template: None,
     }
 }
 

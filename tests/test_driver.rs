@@ -1131,3 +1131,49 @@ fn the_collector_keeps_the_other_vms_when_one_goes_away_and_picks_it_up_again() 
     }
     assert_eq!(log.matches("pr-2 runs again").count(), 1, "{log}");
 }
+
+#[test]
+fn reset_and_scenario_run_reset_refuse_booted_vms_before_touching_anything() {
+    let f = fixture(8192, &[]);
+    let lab = Lab::new(&f.hv, &f.home, "default");
+    up_ok(&lab, 2, Settings::default());
+    let uri = node_with_lab(&f, &lab, &[]);
+    let refusal = "error: `vm-1` was booted, not cloned: only clones go back to a saved state (`vmlab up N --from-snapshot` makes clones)\n";
+    // The state file and every VM file, with their contents.
+    let files = || {
+        let mut all = vec![std::fs::read(lab.paths.state()).unwrap()];
+        for vm in ["vm-1", "vm-2"] {
+            let dir = lab.paths.vm(vm).dir;
+            for name in tree(&dir) {
+                all.push(name.clone().into_bytes());
+                all.push(std::fs::read(dir.join(name)).unwrap());
+            }
+        }
+        all
+    };
+    let before = files();
+    for args in [&["reset"][..], &["scenario", "run", "idle", "--reset"]] {
+        let (code, out, err) = outcome(vmlab(&f, &uri).args(args).output().unwrap());
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (Some(125), "", refusal),
+            "{args:?}"
+        );
+    }
+    assert!(files() == before, "the lab's files changed");
+    assert!(
+        !f.dir.path().join("results").exists(),
+        "a scenario run began"
+    );
+    let (code, _, err) = outcome(
+        vmlab(&f, &uri)
+            .args(["scenario", "run", "idle", "--reset", "--sim"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("'--reset' cannot be used with '--sim'"),
+        "{err}"
+    );
+}

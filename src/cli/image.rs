@@ -148,6 +148,7 @@ fn list(home: &crate::paths::Home, as_json: bool) -> Result<()> {
                 .cloned()
                 .unwrap_or_default();
             let size = std::fs::metadata(v.disk()).map_or(0, |m| m.len() >> 20);
+            let templates = crate::lab::template::list(home, v)?;
             rows.push(json!({
                 "name": img.name,
                 "version": v.version,
@@ -156,6 +157,7 @@ fn list(home: &crate::paths::Home, as_json: bool) -> Result<()> {
                 "disk_mib": size,
                 "used_by": users,
                 "source": v.manifest.source,
+                "templates": templates,
             }));
         }
     }
@@ -169,6 +171,9 @@ fn list(home: &crate::paths::Home, as_json: bool) -> Result<()> {
         return Ok(());
     }
     print!("{}", list_table(&rows));
+    if let Some(templates) = templates_table(&rows) {
+        print!("\n{templates}");
+    }
     Ok(())
 }
 
@@ -209,6 +214,55 @@ fn list_table(rows: &[serde_json::Value]) -> Table {
     table
 }
 
+/// The versions' templates, one row each, under the images' table; `None`
+/// when there are none.
+fn templates_table(rows: &[serde_json::Value]) -> Option<Table> {
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("IMAGE", Left),
+        ("TEMPLATE", Left),
+        ("SAVED", Right),
+        ("MADE IN", Right),
+        ("USED BY", Left),
+    ]);
+    let mut any = false;
+    for r in rows {
+        for t in r["templates"].as_array().into_iter().flatten() {
+            any = true;
+            let users: Vec<&str> = t["used_by"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str())
+                .collect();
+            let (saved, made) = match t["made_in_s"].as_f64() {
+                Some(s) => (
+                    Mib(t["memory_mib"].as_u64().unwrap_or(0)).human(),
+                    format!("{s:.1} s"),
+                ),
+                // Made again when a clone needs it.
+                None => ("incomplete".to_owned(), "-".to_owned()),
+            };
+            table.row([
+                format!(
+                    "{}@{}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["version"].as_str().unwrap_or_default()
+                ),
+                t["key"].as_str().unwrap_or_default().to_owned(),
+                saved,
+                made,
+                if users.is_empty() {
+                    "-".to_owned()
+                } else {
+                    users.join(",")
+                },
+            ]);
+        }
+    }
+    any.then_some(table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +280,23 @@ mod tests {
         NAME          VERSION       CURRENT  BOOT       DISK  USED BY                    SOURCE
         vmlab-alpine  7df67a2303dc  *        direct   41 MiB  default/vm-1,default/vm-2  alpine minirootfs alpine-minirootfs-3.20.3-x86_64.tar.gz
         vmlab-alpine  0123456789ab           direct  1.5 GiB  -                          busybox-static
+        ");
+        assert!(templates_table(&rows).is_none());
+    }
+
+    #[test]
+    fn the_templates_table_says_which_clones_use_each_and_which_are_incomplete() {
+        let rows = [
+            json!({"name": "vmlab-alpine", "version": "7df67a2303dc", "templates": [
+                {"key": "qemu-512m-1024m-1c-2c", "memory_mib": 98, "made_in_s": 9.14,
+                 "used_by": ["default/cl-1", "default/cl-2"]},
+                {"key": "qemu-1024m-2048m-2c-2c", "memory_mib": 0, "made_in_s": null, "used_by": []},
+            ]}),
+        ];
+        insta::assert_snapshot!(templates_table(&rows).unwrap().to_string(), @r"
+        IMAGE                      TEMPLATE                     SAVED  MADE IN  USED BY
+        vmlab-alpine@7df67a2303dc  qemu-512m-1024m-1c-2c       98 MiB    9.1 s  default/cl-1,default/cl-2
+        vmlab-alpine@7df67a2303dc  qemu-1024m-2048m-2c-2c  incomplete        -  -
         ");
     }
 }

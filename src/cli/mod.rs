@@ -14,6 +14,7 @@ mod logging;
 mod manage;
 mod monitor;
 mod plot;
+mod reset;
 mod results;
 mod run;
 mod scenario;
@@ -66,6 +67,8 @@ enum Command {
     Up(Box<up::Args>),
     /// Destroy VMs and delete their disks and state (all of the lab's without names)
     Down(down::Args),
+    /// Clones back to their just-restored state: disk discarded, memory restored from the template
+    Reset(reset::Args),
     /// State, vCPUs, pins, memory and SSH endpoint of each VM
     Status(status::Args),
     /// Run a command in a VM over SSH (an interactive shell without one)
@@ -129,6 +132,7 @@ fn run(global: &Global, command: Command) -> Result<i32> {
     match command {
         Command::Up(args) => up::run(global, *args),
         Command::Down(args) => down::run(global, args),
+        Command::Reset(args) => reset::run(global, args),
         Command::Status(args) => status::run(global, args),
         Command::Ssh(args) => ssh::run(global, args),
         Command::Console(args) => console::run(global, args),

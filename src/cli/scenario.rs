@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// In the simulator instead of the lab (vmlab's policies only)
     #[arg(long, conflicts_with_all = ["manager", "cpu_manager", "memory_manager"])]
     sim: bool,
+    /// First take the lab's clones back to their just-restored state, as
+    /// `vmlab reset` does, so that the scenario starts from a clean lab
+    #[arg(long, conflicts_with = "sim")]
+    reset: bool,
     /// vCPU policy [default: pin]
     #[arg(long, value_enum)]
     cpu_policy: Option<CpuPolicy>,
@@ -182,8 +186,29 @@ pub fn run(global: &Global, cmd: Command) -> Result<i32> {
         }
         let _claim = crate::lab::lock::claim_lab(&lab)?;
         let names: Vec<String> = vms.iter().map(|v| v.name.clone()).collect();
+        let mut vms = vms;
+        let mut first = true;
         for scenario in &chosen {
             for manager in &managers {
+                // --reset: every play starts from the clones' saved state; a
+                // lab that cannot be reset is refused before the first play.
+                if args.reset {
+                    match reset_all(global, &lab) {
+                        Ok(fresh) => vms = fresh,
+                        Err(e) if first => return Err(e),
+                        Err(e) => {
+                            say!("{} ({manager:?}) could not be played: {e:#}", scenario.name);
+                            lines.push(Line::not_played(
+                                scenario.name,
+                                &format!("{manager:?}").to_lowercase(),
+                                scenario.expect,
+                                &format!("{e:#}"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                first = false;
                 let config = config(global, &args, scenario, manager)?;
                 let ext: &[External] = match manager {
                     Manager::Yours => &external,
@@ -329,6 +354,15 @@ fn line(
 fn write(dir: &RunDir, name: &str, text: &str) -> Result<()> {
     std::io::Write::write_all(&mut dir.create_file(name)?, text.as_bytes())
         .with_context(|| format!("writing {}", dir.file(name).display()))
+}
+
+/// `vmlab reset` of all the lab's clones, its lines printed; the lab's VMs
+/// after it.
+fn reset_all(global: &Global, lab: &Lab) -> Result<Vec<crate::lab::state::VmRecord>> {
+    let started = std::time::Instant::now();
+    let report = super::reset::reset_lab(global, lab, Vec::new(), true)?;
+    super::up::finish(&lab.name, &report, false, started, "reset")?;
+    select(lab, &On::All)
 }
 
 fn find(scenarios: &[Scenario], name: &str) -> Result<Scenario> {

@@ -7,7 +7,7 @@ use super::bars::Bars;
 use super::{Global, connect, exit, notes};
 use crate::config::Settings;
 use crate::lab::Lab;
-use crate::lab::up::{Stage, Step, UpRequest, up};
+use crate::lab::up::{Stage, Step, UpReport, UpRequest, up};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,6 +56,17 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         },
     )?;
     bars.clear();
+    finish(&lab.name, &report, args.json, started, "ready")
+}
+
+/// Prints what `up` or `reset` did (a table, or JSON); fails when a VM failed.
+pub(super) fn finish(
+    lab: &str,
+    report: &UpReport,
+    as_json: bool,
+    started: Instant,
+    done: &str,
+) -> Result<i32> {
     notes(&report.notes);
     let failed: Vec<String> = report
         .outcomes
@@ -67,7 +78,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
                 .map(|e| format!("{}: {e:#}", o.name))
         })
         .collect();
-    if args.json {
+    if as_json {
         let vms: Vec<_> = report
             .outcomes
             .iter()
@@ -75,6 +86,7 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
                 json!({
                     "name": o.name,
                     "step": o.step,
+                    "cloned": o.cloned,
                     "ok": o.result.is_ok(),
                     "error": o.result.as_ref().err().map(|e| format!("{e:#}")),
                     "ssh_port": o.ssh_port,
@@ -82,7 +94,15 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
                 })
             })
             .collect();
-        let doc = json!({"schema": 1, "lab": lab.name, "prefix": report.prefix, "vms": vms, "notes": report.notes});
+        let doc = json!({
+            "schema": 1,
+            "lab": lab,
+            "prefix": report.prefix,
+            "template": report.template,
+            "vms": vms,
+            "notes": report.notes,
+            "elapsed_s": started.elapsed().as_secs_f64(),
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(if failed.is_empty() {
             exit::SUCCESS
@@ -91,10 +111,14 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
         });
     }
     for o in &report.outcomes {
-        let what = match o.step {
-            Step::Create => "created",
-            Step::Start => "started",
-            Step::Check => "already running",
+        let what = match (o.step, o.cloned) {
+            (Step::Create, true) => "cloned",
+            (Step::Create, false) => "created",
+            (Step::Start, true) => "cloned afresh",
+            (Step::Start, false) => "started",
+            (Step::Check, _) => "already running",
+            (Step::Reset, true) => "reset",
+            (Step::Reset, false) => "booted afresh",
         };
         let ssh = o
             .ssh_port
@@ -117,9 +141,14 @@ pub fn run(global: &Global, args: Args) -> Result<i32> {
             failed.join("\n")
         );
     }
+    if let Some(t) = &report.template {
+        match t.made_in_s {
+            Some(s) => println!("made template `{}` in {s:.1} s", t.id),
+            None => println!("cloned from template `{}`", t.id),
+        }
+    }
     println!(
-        "lab `{}`: {} VMs ready in {:.1} s",
-        lab.name,
+        "lab `{lab}`: {} VMs {done} in {:.1} s",
         report.outcomes.len(),
         started.elapsed().as_secs_f64()
     );

@@ -143,4 +143,11 @@ pub trait Hypervisor: Send + Sync {
     fn start(&self, name: &str) -> Result<()>;
     fn destroy(&self, name: &str) -> Result<()>;
     fn undefine(&self, name: &str) -> Result<()>;
+    /// Writes a running domain's memory and device state to `path` (a
+    /// libvirt save image) and stops it; the domain stays defined.
+    fn save(&self, name: &str, path: &std::path::Path) -> Result<()>;
+    /// Runs the domain a save image describes from its saved state. A
+    /// defined domain of that name and UUID takes it as its live state and
+    /// keeps its own definition.
+    fn restore(&self, path: &std::path::Path) -> Result<()>;
 }

@@ -6,6 +6,7 @@
 //! images/<name>/current                symlink to the version new VMs get
 //! images/<name>/lock                   shared while `up` creates overlays; exclusive to delete
 //! images/<name>/build.lock             one build or fetch of <name> at a time
+//! images/<name>/<version>/templates/   VMs of this version saved for cloning (see lab::template)
 //! ```
 //!
 //! A version is never written after it is installed: a build or fetch fills
@@ -13,7 +14,10 @@
 //! content) and then made current. Overlays keep pointing at the version
 //! they were created from, so rebuilding an image never touches the disks of
 //! existing VMs. Which versions are in use is read from the overlays' own
-//! qcow2 headers, the one place that cannot disagree with the disks.
+//! qcow2 headers, the one place that cannot disagree with the disks. The
+//! templates saved from a version are a cache that belongs to it: a clone's
+//! overlay is backed by its template's disk, which keeps the version in use,
+//! and removing a version removes its templates.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -278,23 +282,40 @@ fn content_version(dir: &Path) -> Result<String> {
 /// `(image, version)` → the `lab/vm` overlays backed by it.
 pub type Usage = BTreeMap<(String, String), Vec<String>>;
 
-/// Which versions the overlays of every lab in this home are backed by.
+/// Which versions the overlays of every lab in this home are backed by
+/// (directly, or through a template of the version).
 pub fn usage(home: &Home) -> Result<Usage> {
-    let labs_dir = home.root().join("labs");
     let mut usage = Usage::new();
+    for (backing, users) in overlay_users(home)? {
+        if let Some(key) = version_of_disk(home, Path::new(&backing)) {
+            usage.entry(key).or_default().extend(users);
+        }
+    }
+    Ok(usage)
+}
+
+/// Backing file (as its overlays name it) → the `lab/vm` overlays on it.
+pub fn overlay_users(home: &Home) -> Result<BTreeMap<String, Vec<String>>> {
+    let labs_dir = home.root().join("labs");
+    let mut users = BTreeMap::<String, Vec<String>>::new();
     for lab in dir_names(&labs_dir)? {
         let vms_dir = home.lab(&lab).dir.join("vms");
         for vm in dir_names(&vms_dir)? {
             let overlay = home.lab(&lab).vm(&vm).overlay();
-            let Some(backing) = backing_file(&overlay)? else {
-                continue;
-            };
-            if let Some(key) = version_of_disk(home, Path::new(&backing)) {
-                usage.entry(key).or_default().push(format!("{lab}/{vm}"));
+            if let Some(backing) = backing_file(&overlay)? {
+                users
+                    .entry(backing)
+                    .or_default()
+                    .push(format!("{lab}/{vm}"));
             }
         }
     }
-    Ok(usage)
+    Ok(users)
+}
+
+/// Where the templates saved from `image` live.
+pub fn templates_dir(image: &Image) -> PathBuf {
+    image.dir.join("templates")
 }
 
 /// `images/<name>/<version>/<disk>` → `(name, version)`.
@@ -534,6 +555,26 @@ mod tests {
         assert_eq!(remove(&home, "img", Some(&v1.version)).unwrap(), [v1.id()]);
         assert_eq!(remove(&home, "img", None).unwrap(), [v3.id()]);
         assert!(!home.image_dir("img").exists());
+    }
+
+    #[test]
+    fn a_clone_keeps_its_templates_version_and_the_templates_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let v1 = install(&home, "img", b"one");
+        let template_disk = templates_dir(&v1).join("qemu-512m").join("overlay.qcow2");
+        overlay_on(&template_disk, &v1.disk());
+        install(&home, "img", b"two");
+        overlay_on(&home.lab("l").vm("vm-1").overlay(), &template_disk);
+        assert_eq!(
+            overlay_users(&home).unwrap()[&template_disk.display().to_string()],
+            ["l/vm-1"]
+        );
+        assert!(prune(&home).unwrap().is_empty(), "a clone uses v1");
+        assert!(remove(&home, "img", Some(&v1.version)).is_err());
+        std::fs::remove_dir_all(home.lab("l").dir).unwrap();
+        assert_eq!(prune(&home).unwrap(), [v1.id()]);
+        assert!(!template_disk.exists());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct DomainSpec {
     pub ssh_port: u16,
     /// The balloon deflates when the guest is about to OOM-kill.
     pub autodeflate: bool,
+    /// Templates and their clones: a unix socket on the guest's second serial
+    /// port, where a restored clone is told who it is.
+    pub clone_channel: Option<PathBuf>,
 }
 
 pub fn render(spec: &DomainSpec) -> Result<String> {
@@ -58,7 +61,8 @@ pub fn render(spec: &DomainSpec) -> Result<String> {
         .context("rendering domain XML")
 }
 
-fn xml_escape(text: &str) -> String {
+/// The five XML special characters as entities (as libvirt writes them too).
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -101,6 +105,7 @@ mod tests {
             network,
             ssh_port: 40022,
             autodeflate: false,
+            clone_channel: None,
         }
     }
 
@@ -117,6 +122,15 @@ mod tests {
         s.cmdline = None;
         s.uuid = Some("9b1c3c41-5ab3-4c7e-9f0e-4d1cfa0e7c11".into());
         s.domain_type = DomainType::Kvm;
+        insta::assert_snapshot!(render(&s).unwrap());
+    }
+
+    #[test]
+    fn clone_domain_has_the_clone_channel() {
+        let mut s = spec(Network::User);
+        s.name = "cl-1".into();
+        s.uuid = Some("9b1c3c41-5ab3-4c7e-9f0e-4d1cfa0e7c11".into());
+        s.clone_channel = Some("/h/run/0123456789abcdef.sock".into());
         insta::assert_snapshot!(render(&s).unwrap());
     }
 

@@ -2,6 +2,7 @@
 //! that act on them (`up`, `down`, `status`).
 
 pub mod accel;
+pub mod clone;
 pub mod domain_xml;
 pub mod down;
 pub mod inventory;
@@ -9,9 +10,13 @@ pub mod keys;
 pub mod lock;
 pub mod overlay;
 pub mod provision;
+pub mod reseed;
+pub mod reset;
+pub mod save_image;
 pub mod seed;
 pub mod state;
 pub mod status;
+pub mod template;
 pub mod up;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -3,11 +3,14 @@
 //! does what is missing, so running it again after any interruption converges.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
+use super::clone::{self, CloneValues};
 use super::state::VmRecord;
+use super::template::{self, Template, TemplateFiles};
 use super::{Lab, domain_xml, overlay, seed};
 use crate::config::Network;
 use crate::guest::ssh::{Guest, HostKeyChanged};
@@ -48,14 +51,21 @@ impl Provisioner<'_> {
         )
     }
 
-    /// Creates the VM's overlay and seed where they are missing; returns
-    /// which ones it made.
+    /// Creates the VM's overlay (on its template's disk for a clone) and
+    /// seed where they are missing; returns which ones it made.
     pub fn ensure_files(&self, record: &VmRecord) -> Result<Vec<&'static str>> {
         let vm = self.lab.paths.vm(&record.name);
         crate::files::create_dir_traversable(&vm.dir)?;
         let mut made = Vec::new();
         if !vm.overlay().exists() {
-            overlay::create(&self.image_of(record)?.disk(), &vm.overlay())?;
+            let image = self.image_of(record)?;
+            let backing = match &record.template {
+                Some(key) => TemplateFiles::of(&image, key).overlay(),
+                None => image.disk(),
+            };
+            overlay::create(&backing, &vm.overlay())?;
+            // A new disk is a new machine with a new host key: pinned anew.
+            remove_file_if_present(&vm.host_key())?;
             made.push("disk");
         }
         if !vm.seed().exists() {
@@ -104,6 +114,7 @@ impl Provisioner<'_> {
             network: record.network,
             ssh_port: record.ssh_port,
             autodeflate: record.autodeflate,
+            clone_channel: record.template.as_ref().map(|_| self.channel(record)),
         })?;
         crate::files::write_atomic(&vm.domain_xml(), xml.as_bytes())?;
         self.lab
@@ -114,18 +125,51 @@ impl Provisioner<'_> {
 
     /// Starts the domain; a taken SSH port is a [`PortTaken`] error.
     pub fn start(&self, record: &VmRecord) -> Result<()> {
-        self.lab.hv.start(&record.name).map_err(|e| {
-            let text = format!("{e:#}");
-            if text.contains("Could not set up host forwarding rule") {
-                anyhow::Error::new(PortTaken(record.ssh_port))
-            } else if text.contains("Cannot access storage file")
-                && text.contains("Permission denied")
-            {
-                e.context(crate::paths::REACH_HOME)
-            } else {
-                e
-            }
-        })
+        self.lab
+            .hv
+            .start(&record.name)
+            .map_err(|e| qemu_start_error(e, record.ssh_port))
+    }
+
+    /// A clone's channel socket (see [`template::channel`]).
+    fn channel(&self, record: &VmRecord) -> PathBuf {
+        template::channel(self.lab.home, &format!("{}/{}", self.lab.name, record.name))
+    }
+
+    /// Restores a defined clone from `template`'s saved memory (its own copy,
+    /// with its values); a taken SSH port is a [`PortTaken`] error.
+    pub fn restore(&self, record: &VmRecord, template: &Template) -> Result<()> {
+        let vm = self.lab.paths.vm(&record.name);
+        let rendered = std::fs::read_to_string(vm.domain_xml())
+            .with_context(|| format!("reading {}", vm.domain_xml().display()))?;
+        let path = |p: PathBuf| p.display().to_string();
+        let values = CloneValues {
+            name: record.name.clone(),
+            uuid: record
+                .uuid
+                .clone()
+                .with_context(|| format!("{} is not defined yet", record.name))?,
+            mark: clone::mark_element(&rendered)?,
+            overlay: path(vm.overlay()),
+            seed: path(vm.seed()),
+            console_log: path(vm.console()),
+            channel: path(self.channel(record)),
+            ssh_port: record.ssh_port,
+        };
+        clone::restore(self.lab.hv, template, &values, &vm.dir.join("memory.save"))
+            .map_err(|e| qemu_start_error(e, record.ssh_port))
+    }
+
+    /// Tells a restored clone who it is and pins the host key it made.
+    pub fn introduce(&self, record: &VmRecord) -> Result<()> {
+        let deadline = Instant::now() + self.ssh_timeout;
+        let host_key = clone::introduce(&self.channel(record), &record.name, self.pubkey, deadline)
+            .with_context(|| format!("introducing clone {}", record.name))?;
+        let pin = self.lab.paths.vm(&record.name).host_key();
+        crate::files::write_atomic(
+            &pin,
+            format!("[127.0.0.1]:{} {host_key}\n", record.ssh_port).as_bytes(),
+        )
     }
 
     /// Waits until the guest runs a command over SSH, within the timeout.
@@ -156,6 +200,27 @@ impl Provisioner<'_> {
             self.lab.hv.undefine(name).ok();
         }
         std::fs::remove_dir_all(self.lab.paths.vm(name).dir).ok();
+    }
+}
+
+pub(super) fn remove_file_if_present(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What a failed QEMU start (or restore) means for the user.
+fn qemu_start_error(e: anyhow::Error, ssh_port: u16) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("Could not set up host forwarding rule") {
+        anyhow::Error::new(PortTaken(ssh_port))
+    } else if text.contains("Cannot access storage file") && text.contains("Permission denied") {
+        e.context(crate::paths::REACH_HOME)
+    } else {
+        e
     }
 }
 

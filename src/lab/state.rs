@@ -39,6 +39,10 @@ pub struct VmRecord {
     /// The balloon deflates on OOM (`--balloon-autodeflate`).
     #[serde(default)]
     pub autodeflate: bool,
+    /// A clone: the template (of its image version) its disk and memory
+    /// come from, by its shape (`qemu-512m-1024m-1c-2c`). `None`: booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 impl VmRecord {
@@ -49,6 +53,7 @@ impl VmRecord {
             Network::User => "user",
             Network::Nat => "nat",
         };
+        let template = self.template.clone().map(|t| ("template", t));
         [
             ("image", self.image.clone()),
             ("image_version", self.image_version.clone()),
@@ -65,6 +70,7 @@ impl VmRecord {
             ),
         ]
         .into_iter()
+        .chain(template)
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -90,6 +96,7 @@ impl VmRecord {
             vcpus: u32::try_from(num("vcpus")?).ok()?,
             max_vcpus: u32::try_from(num("max_vcpus")?).ok()?,
             autodeflate: get("autodeflate").as_deref() == Some("on"),
+            template: get("template"),
         })
     }
 }
@@ -229,6 +236,11 @@ mod tests {
         let mut r = record("vm-3");
         r.uuid = Some("9b1c".into());
         r.network = Network::Nat;
+        assert_eq!(
+            VmRecord::from_mark("vm-3", "9b1c", &r.mark_attrs()),
+            Some(r.clone())
+        );
+        r.template = Some("qemu-512m-1024m-1c-2c".into());
         assert_eq!(
             VmRecord::from_mark("vm-3", "9b1c", &r.mark_attrs()),
             Some(r.clone())

@@ -69,6 +69,8 @@ pub struct VmStatus {
     pub ssh_port: Option<u16>,
     pub image: String,
     pub image_version: String,
+    /// A clone: the template of its image version it was restored from.
+    pub template: Option<String>,
 }
 
 /// The `status --json` document.
@@ -104,6 +106,7 @@ pub fn status(lab: &Lab) -> Result<LabStatus> {
             ssh_port: user_net.then_some(vm.ssh_port),
             image: vm.image.clone(),
             image_version: vm.image_version.clone(),
+            template: vm.template.clone(),
         };
         if domain.is_some() {
             let r = lab.hv.resources(&vm.name)?;
@@ -216,6 +219,7 @@ mod tests {
             ssh_port: Some(40022),
             image: "vmlab-alpine".into(),
             image_version: "3f2a9c1b0d4e".into(),
+            template: None,
         };
         let missing = VmStatus {
             name: "vm-10".into(),
@@ -232,6 +236,7 @@ mod tests {
             ssh_port: None,
             image: "vmlab-alpine".into(),
             image_version: "3f2a9c1b0d4e".into(),
+            template: None,
         };
         let booting = VmStatus {
             name: "vm-2".into(),

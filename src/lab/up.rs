@@ -8,11 +8,12 @@ use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
 
 use super::inventory::{self, Inventory};
-use super::provision::{self, PortTaken, Provisioner};
+use super::provision::{self, PortTaken, Provisioner, remove_file_if_present};
 use super::state::{LabState, VmRecord};
+use super::template::{self, Shape, Template};
 use super::{Lab, accel, keys, lock};
 use crate::config::{DEFAULT_PREFIX, Jobs, LabSpec, Network, Settings};
-use crate::hypervisor::DomainInfo;
+use crate::hypervisor::{DomainInfo, DomainType};
 use crate::image::store::{self as image, Image};
 use crate::units::Mib;
 
@@ -35,6 +36,8 @@ pub enum Step {
     Start,
     /// Already running: only check it answers.
     Check,
+    /// A clone back to its just-restored state (`vmlab reset`).
+    Reset,
 }
 
 /// Where one VM is in its provisioning, for progress output.
@@ -44,6 +47,12 @@ pub enum Stage {
     Disk,
     Define,
     Boot,
+    /// A clone restored from its template's saved memory.
+    Restore,
+    /// A template being made: its guest prepared for saving.
+    Quiesce,
+    /// A template's memory being saved.
+    Save,
     Ssh,
     Ready,
     Started,
@@ -63,6 +72,9 @@ impl std::fmt::Display for Stage {
             Stage::Disk => "disk",
             Stage::Define => "define",
             Stage::Boot => "boot",
+            Stage::Restore => "restore",
+            Stage::Quiesce => "quiesce",
+            Stage::Save => "save",
             Stage::Ssh => "ssh",
             Stage::Ready => "ready",
             Stage::Started => "started",
@@ -76,6 +88,8 @@ impl std::fmt::Display for Stage {
 pub struct VmOutcome {
     pub name: String,
     pub step: Step,
+    /// Restored from a template rather than booted.
+    pub cloned: bool,
     pub ssh_port: Option<u16>,
     pub elapsed: Duration,
     pub result: Result<()>,
@@ -86,8 +100,20 @@ pub struct VmOutcome {
 pub struct UpReport {
     pub prefix: String,
     pub outcomes: Vec<VmOutcome>,
-    /// Recoveries, moved ports, settings that did not apply.
+    /// The template new VMs were cloned from (`--from-snapshot`).
+    pub template: Option<TemplateUse>,
+    /// Recoveries, moved ports, settings that did not apply, why VMs were
+    /// booted instead of cloned.
     pub notes: Vec<String>,
+}
+
+/// The template an `up` cloned from.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateUse {
+    /// `image@version/shape`.
+    pub id: String,
+    /// Set when this `up` made it.
+    pub made_in_s: Option<f64>,
 }
 
 /// Called with (VM name, stage) as each VM advances.
@@ -210,7 +236,7 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<UpReport> {
     let lab_existed = lab.paths.dir.exists();
     let _change = lock::change(&lab.paths)?;
     let _image_in_use = image::use_lock(lab.home, &spec.image)?;
-    let prepared = match prepare(lab, req, &image, node.free.mib()) {
+    let mut prepared = match prepare(lab, req, &image, node.free.mib()) {
         Ok(p) => p,
         Err(e) => {
             if !lab_existed {
@@ -218,6 +244,11 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<UpReport> {
             }
             return Err(e);
         }
+    };
+    let template = if spec.snapshot && !prepared.new.is_empty() {
+        choose_template(lab, spec, &image, domain_type, &mut prepared, progress)?
+    } else {
+        None
     };
     for (name, _) in &prepared.steps {
         progress(name, Stage::Queued);
@@ -235,10 +266,22 @@ pub fn up(lab: &Lab, req: &UpRequest, progress: Progress) -> Result<UpReport> {
         wait_ssh: req.wait_ssh,
         progress,
     };
-    let outcomes = ctx.run_all(&prepared.steps, spec.jobs);
+    // Clones (and VMs already running) only: restores, not boots.
+    let restores = template.is_some()
+        && prepared
+            .steps
+            .iter()
+            .all(|(_, step)| matches!(step, Step::Create | Step::Check));
+    let jobs = if restores {
+        spec.jobs.for_restores(prepared.steps.len())
+    } else {
+        spec.jobs
+    };
+    let outcomes = ctx.run_all(&prepared.steps, jobs);
     Ok(UpReport {
         prefix: prepared.prefix.clone(),
         outcomes,
+        template,
         notes: ctx.notes.into_inner().unwrap(),
     })
 }
@@ -271,6 +314,8 @@ impl Gate {
 struct Prepared {
     prefix: String,
     steps: Vec<(String, Step)>,
+    /// The VMs this `up` records for the first time.
+    new: Vec<String>,
     state: LabState,
     pubkey: String,
     notes: Vec<String>,
@@ -302,7 +347,7 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepa
             (Step::Create, None) => booting.push(spec.memory),
             (Step::Create | Step::Start, Some(r)) => booting.push(r.memory),
             (Step::Start, None) => {}
-            (Step::Check, _) => {}
+            (Step::Check | Step::Reset, _) => {}
         }
         if let (Step::Check | Step::Start, Some(r)) = (step, state.get(name)) {
             let diff = differences(&spec.given, r);
@@ -315,10 +360,10 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepa
         }
     }
     check_memory(&booting, free)?;
-    let new: Vec<&String> = steps
+    let new: Vec<String> = steps
         .iter()
         .filter(|(name, _)| state.get(name).is_none())
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.clone())
         .collect();
     // Only the user network forwards a host port to the guest's SSH.
     let mut ports = match spec.network {
@@ -326,7 +371,7 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepa
         Network::Nat => vec![0; new.len()],
     }
     .into_iter();
-    for name in new {
+    for name in &new {
         state.put(VmRecord {
             name: name.clone(),
             uuid: None,
@@ -340,6 +385,7 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepa
             max_vcpus: spec.max_vcpus,
             ssh_user: image.manifest.ssh_user.clone(),
             autodeflate: spec.balloon_autodeflate,
+            template: None,
         });
     }
     state.prefix = Some(prefix.clone());
@@ -348,25 +394,89 @@ fn prepare(lab: &Lab, req: &UpRequest, image: &Image, free: Mib) -> Result<Prepa
     Ok(Prepared {
         prefix,
         steps,
+        new,
         state,
         pubkey,
         notes,
     })
 }
 
-/// What every provisioning worker shares.
-struct Ctx<'a> {
-    prov: Provisioner<'a>,
-    state: Mutex<LabState>,
-    notes: Mutex<Vec<String>>,
-    wait_ssh: bool,
-    progress: Progress<'a>,
+/// The progress line of a template being made.
+const TEMPLATE_LINE: &str = "template";
+
+/// For `--from-snapshot`: the template the new VMs are cloned from, made if
+/// need be; `None`, with a note saying why, when they boot instead.
+fn choose_template(
+    lab: &Lab,
+    spec: &LabSpec,
+    image: &Image,
+    domain_type: DomainType,
+    prepared: &mut Prepared,
+    progress: Progress,
+) -> Result<Option<TemplateUse>> {
+    let names = prepared.new.join(", ");
+    if spec.network != Network::User {
+        prepared.notes.push(format!(
+            "{names}: booted normally: clones need --network user (their SSH port forward is part of the saved state)"
+        ));
+        return Ok(None);
+    }
+    let stage = |stage| progress(TEMPLATE_LINE, stage);
+    let maker = template::Maker {
+        hv: lab.hv,
+        home: lab.home,
+        image,
+        shape: Shape {
+            domain_type,
+            memory: spec.memory,
+            max_memory: spec.max_memory,
+            vcpus: spec.vcpus,
+            max_vcpus: spec.max_vcpus,
+            autodeflate: spec.balloon_autodeflate,
+        },
+        ssh_timeout: Duration::from_secs(spec.ssh_timeout_s),
+        progress: &stage,
+    };
+    let ensured = match template::ensure(&maker) {
+        Ok(ensured) => ensured,
+        Err(why) => {
+            progress(TEMPLATE_LINE, Stage::Failed);
+            prepared
+                .notes
+                .push(format!("{names}: booted normally: {why}"));
+            return Ok(None);
+        }
+    };
+    if ensured.made {
+        progress(TEMPLATE_LINE, Stage::Ready);
+    }
+    let template = ensured.template;
+    for name in &prepared.new {
+        let mut record = prepared.state.get(name).cloned().expect("recorded");
+        record.template = Some(template.key.clone());
+        prepared.state.put(record);
+    }
+    prepared.state.save(&lab.paths)?;
+    prepared.notes.extend(ensured.replaced);
+    Ok(Some(TemplateUse {
+        id: Template::id(image, &template.key),
+        made_in_s: ensured.made.then_some(template.manifest.made_in_s),
+    }))
+}
+
+/// What every provisioning worker shares (`up`, and `reset`).
+pub(super) struct Ctx<'a> {
+    pub(super) prov: Provisioner<'a>,
+    pub(super) state: Mutex<LabState>,
+    pub(super) notes: Mutex<Vec<String>>,
+    pub(super) wait_ssh: bool,
+    pub(super) progress: Progress<'a>,
 }
 
 impl Ctx<'_> {
     /// One thread per VM; they start in order as `jobs` allows (see
     /// [`Jobs::may_start`]); outcomes come back in that order.
-    fn run_all(&self, steps: &[(String, Step)], jobs: Jobs) -> Vec<VmOutcome> {
+    pub(super) fn run_all(&self, steps: &[(String, Step)], jobs: Jobs) -> Vec<VmOutcome> {
         let gate = Gate::default();
         std::thread::scope(|scope| {
             let handles: Vec<_> = steps
@@ -395,38 +505,57 @@ impl Ctx<'_> {
         let result = self.converge(name, step);
         let last = match (&result, self.wait_ssh) {
             (Err(_), _) => Stage::Failed,
-            (Ok(()), true) => Stage::Ready,
-            (Ok(()), false) => Stage::Started,
+            (Ok(_), true) => Stage::Ready,
+            (Ok(_), false) => Stage::Started,
         };
         (self.progress)(name, last);
         VmOutcome {
             name: name.to_string(),
             step,
+            cloned: *result.as_ref().unwrap_or(&false),
             ssh_port: self
                 .record(name)
                 .ok()
                 .filter(|r| r.network == Network::User)
                 .map(|r| r.ssh_port),
             elapsed: started.elapsed(),
-            result,
+            result: result.map(|_| ()),
         }
     }
 
-    /// Brings one VM to running (and answering SSH), doing only what is missing.
-    fn converge(&self, name: &str, step: Step) -> Result<()> {
+    /// Brings one VM to running (and answering SSH), doing only what is
+    /// missing; returns whether it was restored from a template.
+    fn converge(&self, name: &str, step: Step) -> Result<bool> {
         let record = self.record(name)?;
+        let vm = self.prov.lab.paths.vm(name);
+        let mut cloned = false;
         match step {
             Step::Create => {
-                let fresh = !self.prov.lab.paths.vm(name).overlay().exists();
-                if let Err(e) = self.create(&record) {
-                    if fresh {
-                        self.prov.discard(name);
-                        let mut state = self.state.lock().unwrap();
-                        state.remove(name);
-                        state.save(&self.prov.lab.paths).ok();
+                let fresh = !vm.overlay().exists();
+                let made = if fresh && record.template.is_some() {
+                    self.clone_or_boot(name)
+                } else {
+                    self.create(&record).map(|()| false)
+                };
+                match made {
+                    Ok(c) => cloned = c,
+                    Err(e) => {
+                        if fresh {
+                            self.prov.discard(name);
+                            let mut state = self.state.lock().unwrap();
+                            state.remove(name);
+                            state.save(&self.prov.lab.paths).ok();
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
+            }
+            Step::Start if record.template.is_some() && !vm.overlay().exists() => {
+                self.note(format!(
+                    "{name}: its disk was missing; restored afresh from template `{}`",
+                    record.template.as_deref().unwrap_or_default()
+                ));
+                cloned = self.clone_or_boot(name)?;
             }
             Step::Start => {
                 (self.progress)(name, Stage::Disk);
@@ -442,6 +571,12 @@ impl Ctx<'_> {
                 }
                 self.boot(name)?;
             }
+            Step::Reset => {
+                (self.progress)(name, Stage::Disk);
+                self.prov.lab.hv.destroy(name)?;
+                remove_file_if_present(&vm.overlay())?;
+                cloned = self.clone_or_boot(name)?;
+            }
             Step::Check => {}
         }
         let record = self.record(name)?;
@@ -449,7 +584,7 @@ impl Ctx<'_> {
             (self.progress)(name, Stage::Ssh);
             self.prov.wait_for_ssh(&record)?;
         }
-        Ok(())
+        Ok(cloned)
     }
 
     fn create(&self, record: &VmRecord) -> Result<()> {
@@ -460,6 +595,70 @@ impl Ctx<'_> {
         let uuid = self.prov.define(record)?;
         self.update(name, |r| r.uuid = Some(uuid))?;
         self.boot(name)
+    }
+
+    /// A clone whose disk is to be made afresh: restored from its template
+    /// and told who it is; when that is impossible, booted from its image
+    /// instead, with a note saying why. Returns whether it was restored.
+    fn clone_or_boot(&self, name: &str) -> Result<bool> {
+        match self.restore_clone(name) {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                self.note(format!(
+                    "{name}: booted normally: {}",
+                    format!("{why:#}").replace('\n', "; ")
+                ));
+                self.boot_instead(name)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn restore_clone(&self, name: &str) -> Result<()> {
+        let record = self.record(name)?;
+        let image = self.prov.image_of(&record)?;
+        let key = record
+            .template
+            .as_deref()
+            .expect("only clones are restored");
+        let template = template::find(self.prov.lab.hv, &image, key).map_err(|why| anyhow!(why))?;
+        (self.progress)(name, Stage::Disk);
+        self.prov.ensure_files(&record)?;
+        (self.progress)(name, Stage::Define);
+        let uuid = self.prov.define(&record)?;
+        let mut record = self.update(name, |r| r.uuid = Some(uuid))?;
+        (self.progress)(name, Stage::Restore);
+        if !provision::port_is_free(record.ssh_port) {
+            record = self.move_port(&record)?;
+        }
+        let started = Instant::now();
+        if let Err(e) = self.prov.restore(&record, &template) {
+            if e.downcast_ref::<PortTaken>().is_none() {
+                return Err(e);
+            }
+            record = self.move_port(&record)?;
+            self.prov.restore(&record, &template)?;
+        }
+        let restored = started.elapsed();
+        self.prov.introduce(&record)?;
+        tracing::info!(
+            "{name}: restored in {:.2} s, introduced in {:.2} s",
+            restored.as_secs_f64(),
+            (started.elapsed() - restored).as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Makes a clone that could not be restored a booted VM: its domain
+    /// stopped, its disk made afresh on its image, its definition without
+    /// the clone channel (same UUID).
+    fn boot_instead(&self, name: &str) -> Result<()> {
+        if self.prov.lab.hv.domain(name)?.is_some() {
+            self.prov.lab.hv.destroy(name)?;
+        }
+        remove_file_if_present(&self.prov.lab.paths.vm(name).overlay())?;
+        let record = self.update(name, |r| r.template = None)?;
+        self.create(&record)
     }
 
     /// Starts the domain; when its SSH port turns out to be taken, moves it
@@ -494,7 +693,7 @@ impl Ctx<'_> {
         Ok(record)
     }
 
-    fn record(&self, name: &str) -> Result<VmRecord> {
+    pub(super) fn record(&self, name: &str) -> Result<VmRecord> {
         self.state
             .lock()
             .unwrap()
