@@ -89,8 +89,7 @@ pub fn play(
     cancel: &AtomicBool,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Played> {
-    let names: Vec<String> = lab.vms.iter().map(|v| v.name.clone()).collect();
-    let saved = Saved::capture(lab.hv, &names)?;
+    let saved = Saved::capture(lab.hv, lab.vms)?;
     let played = play_from(lab, play, cancel, say);
     let restored = saved.apply(lab.hv, lab.hv);
     let played = played?;

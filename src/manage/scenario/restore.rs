@@ -1,10 +1,13 @@
 //! What a scenario changes on the lab (balloons, online vCPUs, pins) is put
 //! back when it ends, whoever managed it: the next scenario, and the user's
-//! own work after it, start from the lab as it was.
+//! own work after it, start from the lab as it was. Balloons go back to
+//! the VM's own size (`up --memory`), not to a live reading: right after
+//! `up` a balloon is still settling towards it.
 
 use anyhow::{Context, Result};
 
 use crate::hypervisor::{Actuator, Hypervisor};
+use crate::lab::state::VmRecord;
 use crate::units::CpuSet;
 
 /// One VM's state before the scenario.
@@ -22,11 +25,12 @@ struct VmState {
 pub struct Saved(Vec<VmState>);
 
 impl Saved {
-    pub fn capture(hv: &dyn Hypervisor, names: &[String]) -> Result<Saved> {
+    pub fn capture(hv: &dyn Hypervisor, records: &[VmRecord]) -> Result<Saved> {
         let pcpus = hv.node()?.cpus;
         let all = CpuSet::new(0..pcpus);
         let mut vms = Vec::new();
-        for name in names {
+        for vm in records {
+            let name = &vm.name;
             let r = hv.resources(name)?;
             let pins = (0..r.vcpus_current)
                 .map(|v| match r.pins.iter().find(|(vcpu, _)| *vcpu == v) {
@@ -37,7 +41,7 @@ impl Saved {
             vms.push(VmState {
                 name: name.clone(),
                 vcpus: r.vcpus_current,
-                memory: r.memory_actual,
+                memory: vm.memory.kib(),
                 pins,
             });
         }
@@ -75,9 +79,11 @@ mod tests {
     #[test]
     fn pins_and_balloon_come_back_as_they_were() {
         let hv = Libvirt::connect("test:///default").unwrap();
-        let names = vec!["test".to_string()];
         hv.pin_vcpu("test", 0, &CpuSet::new([3])).unwrap();
         let before = hv.resources("test").unwrap();
+        let mut record = crate::testutil::vm_record("test");
+        record.memory = crate::units::Mib(before.memory_actual.0 / 1024);
+        let names = [record];
         let saved = Saved::capture(&hv, &names).unwrap();
         hv.pin_vcpu("test", 0, &CpuSet::new([0])).unwrap();
         hv.pin_vcpu("test", 1, &CpuSet::new([0])).unwrap();
