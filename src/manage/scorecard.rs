@@ -71,6 +71,27 @@ impl Scorecard {
     /// The table, a row per line, then each failure and each program that
     /// misbehaved on a line of its own.
     pub fn text(&self) -> String {
+        let mut out = self.table().to_string();
+        for note in self.notes() {
+            out += &format!("{note}\n");
+        }
+        out
+    }
+
+    /// The same as a Markdown table (for `$GITHUB_STEP_SUMMARY` and papers).
+    pub fn markdown(&self) -> String {
+        let mut out = self.table().markdown();
+        let notes = self.notes();
+        if !notes.is_empty() {
+            out += "\n";
+            for note in notes {
+                out += &format!("- {note}\n");
+            }
+        }
+        out
+    }
+
+    fn table(&self) -> Table {
         let mut table = Table::new(&[
             ("scenario", Align::Left),
             ("manager", Align::Left),
@@ -87,40 +108,12 @@ impl Scorecard {
         for l in &self.lines {
             table.row(cells(l));
         }
-        let mut out = table.to_string();
-        for l in &self.lines {
-            for why in &l.verdict.failed {
-                out += &format!("{} ({}): {why}\n", l.scenario, l.manager);
-            }
-            for p in l.programs.iter().filter(|p| !p.clean()) {
-                out += &format!("{} ({}): {}\n", l.scenario, l.manager, p.summary());
-            }
-        }
-        out
+        table
     }
 
-    /// The same as a Markdown table (for `$GITHUB_STEP_SUMMARY` and papers).
-    pub fn markdown(&self) -> String {
-        let header = [
-            "scenario",
-            "manager",
-            "result",
-            "balanced s",
-            "settled sd",
-            "re-pins after",
-            "min unused MiB",
-            "s under floor",
-            "host floor kept",
-            "OOM kills",
-            "memory back s",
-        ];
-        let mut out = format!("| {} |\n", header.join(" | "));
-        out += &format!("|{}\n", " --- |".repeat(header.len()));
-        for l in &self.lines {
-            out += &format!("| {} |\n", cells(l).join(" | "));
-        }
-        let notes: Vec<String> = self
-            .lines
+    /// Each broken rule, then each program that misbehaved, per line.
+    fn notes(&self) -> Vec<String> {
+        self.lines
             .iter()
             .flat_map(|l| {
                 let programs = l
@@ -133,13 +126,9 @@ impl Scorecard {
                     .iter()
                     .cloned()
                     .chain(programs)
-                    .map(move |n| format!("- {} ({}): {n}", l.scenario, l.manager))
+                    .map(move |n| format!("{} ({}): {n}", l.scenario, l.manager))
             })
-            .collect();
-        if !notes.is_empty() {
-            out += &format!("\n{}\n", notes.join("\n"));
-        }
-        out
+            .collect()
     }
 }
 
