@@ -161,22 +161,6 @@ pub fn named(name: &str) -> Scenario {
         .unwrap_or_else(|| panic!("no scenario {name}"))
 }
 
-/// The course's public test cases need this lab: 2 VMs per pCPU for the CPU
-/// cases (the course has 8 VMs on 4 pCPUs), 4 VMs for the memory cases; all
-/// of 512 MiB that may grow to 2048 MiB.
-pub fn course_lab(name: &str, pcpus: u32) -> Option<Scale> {
-    if name.starts_with("course-cpu-") {
-        Some(Scale {
-            pcpus,
-            vms: 2 * pcpus,
-        })
-    } else if name.starts_with("course-mem-") {
-        Some(Scale { pcpus, vms: 4 })
-    } else {
-        None
-    }
-}
-
 /// The course cases' VM shape, in MiB: memory, maximum.
 pub const COURSE_VM_MIB: (u64, u64) = (512, 2048);
 
