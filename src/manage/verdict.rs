@@ -99,7 +99,7 @@ pub fn verdict(
         Expect::MemoryRules => failed.extend(memory_rules(&f)),
     }
     let memory_back_s = match scenario.expect {
-        Expect::MemoryRules => memory_back_s(scenario, observed),
+        Expect::MemoryRules => memory_back_s(scenario, observed, &f),
         _ => None,
     };
     Verdict {
@@ -111,27 +111,21 @@ pub fn verdict(
     }
 }
 
-/// Seconds from the end of the last memory load until the lab's balloons
-/// hold at most a quarter of what they grew.
-fn memory_back_s(scenario: &Scenario, observed: &[Snapshot]) -> Option<f64> {
+/// Seconds from the end of the last memory load until the lab holds at
+/// most a quarter of what it grew: the memory rule's own "grown", from the
+/// judge's figures, and its measure (each VM's current memory).
+fn memory_back_s(scenario: &Scenario, observed: &[Snapshot], f: &Figures) -> Option<f64> {
     let first = observed.first()?;
-    let total_mib = |s: &Snapshot| -> f64 {
-        s.vms
-            .iter()
-            .map(|v| {
-                v.balloon
-                    .as_ref()
-                    .map_or(v.memory_current_kib, |b| b.actual_kib) as f64
-                    / 1024.0
-            })
-            .sum()
-    };
-    let start = total_mib(first);
-    let peak = observed.iter().map(total_mib).fold(start, f64::max);
-    let grown = peak - start;
+    let grown = f.peak_actual_mib - f.start_actual_mib;
     if grown <= 0.0 {
         return None;
     }
+    let total_mib = |s: &Snapshot| -> f64 {
+        s.vms
+            .iter()
+            .map(|v| v.memory_current_kib as f64 / 1024.0)
+            .sum()
+    };
     let loads_end_s = scenario
         .vms
         .iter()
@@ -140,7 +134,7 @@ fn memory_back_s(scenario: &Scenario, observed: &[Snapshot]) -> Option<f64> {
     observed
         .iter()
         .map(|s| (s.at_s - first.at_s, total_mib(s)))
-        .find(|(t, mib)| *t >= loads_end_s && mib - start <= grown / 4.0)
+        .find(|(t, mib)| *t >= loads_end_s && mib - f.start_actual_mib <= grown / 4.0)
         .map(|(t, _)| t - loads_end_s)
 }
 
