@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::lab::{Run, domains_named, raw, rootfs, run, virsh, wait_until};
+use common::lab::{Run, domains_named, print_consoles, raw, rootfs, run, virsh, wait_until};
 
 /// This file's vmlab home, with the offline image built once per run; one
 /// path per machine, whatever the checkout (`VMLAB_E2E_CLONE_HOME` moves
@@ -85,16 +85,7 @@ impl CloneLab {
 impl Drop for CloneLab {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let vms = home().join("labs").join(self.lab).join("vms");
-            for entry in std::fs::read_dir(vms).into_iter().flatten().flatten() {
-                let log =
-                    std::fs::read_to_string(entry.path().join("console.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!("--- console of {} ---", entry.file_name().to_string_lossy());
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            print_consoles(home(), self.lab);
         }
         self.vmlab(&["down"]);
     }

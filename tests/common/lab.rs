@@ -137,22 +137,27 @@ impl Drop for TestLab {
     /// A failed test shows what each of its guests printed on the console.
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let vms = home().join("labs").join(self.lab).join("vms");
-            for entry in std::fs::read_dir(vms).into_iter().flatten().flatten() {
-                let log =
-                    std::fs::read_to_string(entry.path().join("console.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!(
-                    "--- console of {} (last {} lines) ---",
-                    entry.file_name().to_string_lossy(),
-                    tail.len()
-                );
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            print_consoles(home(), self.lab);
         }
         self.vmlab(&["down"]);
+    }
+}
+
+/// The last lines each of `lab`'s guests printed on its console, for a
+/// failed test.
+pub fn print_consoles(home: &Path, lab: &str) {
+    let vms = home.join("labs").join(lab).join("vms");
+    for entry in std::fs::read_dir(vms).into_iter().flatten().flatten() {
+        let log = std::fs::read_to_string(entry.path().join("console.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!(
+            "--- console of {} (last {} lines) ---",
+            entry.file_name().to_string_lossy(),
+            tail.len()
+        );
+        for line in tail.iter().rev() {
+            eprintln!("{line}");
+        }
     }
 }
 
